@@ -1,0 +1,33 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Orthanc studies where clinicians look: patient, imaging request, result."""
+from trytond.model import fields
+from trytond.pool import Pool, PoolMeta
+
+
+class Patient(metaclass=PoolMeta):
+    __name__ = 'gnuhealth.patient'
+
+    orthanc_studies = fields.One2Many('gnuhealth.imaging_orthanc.study',
+        'patient', 'Orthanc studies', readonly=True)
+
+
+class ImagingTestRequest(metaclass=PoolMeta):
+    __name__ = 'gnuhealth.imaging.test.request'
+
+    orthanc_studies = fields.One2Many('gnuhealth.imaging_orthanc.study',
+        'imaging_request', 'Orthanc studies', readonly=True)
+
+
+class ImagingTestResult(metaclass=PoolMeta):
+    __name__ = 'gnuhealth.imaging.test.result'
+
+    orthanc_studies = fields.One2Many('gnuhealth.imaging_orthanc.study',
+        'imaging_test', 'Orthanc studies', readonly=True)
+
+    @classmethod
+    def create(cls, vlist):
+        results = super().create(vlist)
+        # A study may have arrived before its result was written.
+        Study = Pool().get('gnuhealth.imaging_orthanc.study')
+        Study.link_results(results)
+        return results

@@ -1,0 +1,298 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""GNU Health's mirror of Orthanc: studies, their series and instances."""
+from sql import Null, Table
+from sql.functions import CurrentTimestamp, Trim
+
+from trytond.model import ModelSQL, ModelView, Unique, fields
+from trytond.pool import Pool
+from trytond.pyson import Bool, Eval, If
+from trytond.transaction import Transaction
+
+from . import links
+
+SERVER_MODEL = 'gnuhealth.orthanc.config'
+
+
+def viewer_links(records, names, build):
+    """Compute link fields for a whole list of records at once.
+
+    build(record, base) returns {name: url-or-None}; base is the server's
+    public URL.  Reading record.server goes through Tryton's cache, so a
+    list of records costs one read of their servers.
+    """
+    result = {name: {r.id: None for r in records} for name in names}
+    for record in records:
+        server = record.server
+        if not server or not server.public_url:
+            continue
+        for name, url in build(record, server).items():
+            if name in result:
+                result[name][record.id] = url
+    return result
+
+
+class PatientOrthancStudy(ModelSQL, ModelView):
+    "Orthanc Study"
+    __name__ = 'gnuhealth.imaging_orthanc.study'
+
+    server = fields.Many2One(SERVER_MODEL, 'Orthanc Server', required=True,
+        readonly=True, ondelete='CASCADE')
+    patient = fields.Many2One('gnuhealth.patient', 'Patient',
+        ondelete='SET NULL',
+        help="GNU Health patient this study belongs to")
+    imaging_test = fields.Many2One('gnuhealth.imaging.test.result', 'Result',
+        ondelete='SET NULL',
+        domain=[If(Bool(Eval('patient')),
+                ('patient', '=', Eval('patient', -1)), ())])
+    imaging_request = fields.Many2One('gnuhealth.imaging.test.request',
+        'Request', ondelete='SET NULL',
+        domain=[If(Bool(Eval('patient')),
+                ('patient', '=', Eval('patient', -1)), ())])
+    date = fields.Char('Date', readonly=True,
+        help="Study date as Orthanc has it (YYYY-MM-DD)")
+    study_date = fields.Date('Study date', readonly=True)
+    description = fields.Char('Description', readonly=True)
+    accession_number = fields.Char('Accession number', readonly=True)
+    patient_name = fields.Char('Orthanc Patient', readonly=True)
+    patient_id = fields.Char('Patient ID', readonly=True,
+        help="DICOM PatientID")
+    patient_birth_date = fields.Date('Patient birth date', readonly=True)
+    patient_sex = fields.Char('Patient sex', readonly=True)
+    study_instance_UID = fields.Char('Study UID', readonly=True,
+        required=True)
+    orthanc_UID = fields.Char('Orthanc UID', readonly=True, required=True)
+    merge_id = fields.Char('Merge ID', readonly=True,
+        help="Identifier shared with the imaging test request "
+        "(DICOM StudyInstanceUID set by the worklist)")
+    merge_comment = fields.Char('Merge comment')
+    institution = fields.Char('Institution', readonly=True)
+    performing_physician_name = fields.Char('Physician', readonly=True)
+    referring_physician_name = fields.Char('Referring physician',
+        readonly=True)
+    modalities = fields.Char('Modalities', readonly=True)
+    series_count = fields.Integer('Series', readonly=True)
+    instance_count = fields.Integer('Instances', readonly=True)
+    last_update = fields.Char('Orthanc last update', readonly=True,
+        help="Orthanc's LastUpdate of the study, to skip unchanged studies")
+    series = fields.One2Many('gnuhealth.imaging_orthanc.study_series',
+        'study', 'Series', readonly=True)
+    notes = fields.Text('Study notes')
+    ohif_viewer_link = fields.Function(fields.Char('OHIF Viewer'),
+        'get_links')
+    stone_viewer_link = fields.Function(fields.Char('Stone Viewer'),
+        'get_links')
+    explorer_link = fields.Function(fields.Char('Orthanc Explorer'),
+        'get_links')
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        t = cls.__table__()
+        cls._sql_constraints += [
+            ('orthanc_uid_server_unique', Unique(t, t.server, t.orthanc_UID),
+                'health_orthanc.msg_study_unique'),
+            ]
+        cls._order = [
+            ('study_date', 'DESC NULLS LAST'),
+            ('id', 'DESC'),
+            ]
+
+    @classmethod
+    def __register__(cls, module):
+        table_h = cls.__table_handler__(module)
+        # The earlier health_orthanc stored the server's URL as text.
+        migrate_server = (table_h.column_exist('server')
+            and table_h.column_is_type('server', 'VARCHAR'))
+        if migrate_server:
+            table_h.column_rename('server', 'server_url')
+        super().__register__(module)
+        table_h = cls.__table_handler__(module)
+        # One StudyInstanceUID may exist under several PatientIDs.
+        table_h.drop_constraint('studyUID_unique')
+        if migrate_server:
+            cls._migrate_server_url(module)
+            table_h.drop_column('server_url')
+
+    @classmethod
+    def _migrate_server_url(cls, module):
+        "Point each study to the server whose URL it stored as text."
+        cursor = Transaction().connection.cursor()
+        study = cls.__table__()
+        server = Table('gnuhealth_orthanc_config')
+        cursor.execute(*server.select(server.id, server.domain))
+        by_url = {(d or '').strip().rstrip('/'): i for i, d in cursor}
+        cursor.execute(*study.select(study.server_url,
+                where=study.server_url != Null, group_by=[study.server_url]))
+        for url, in cursor.fetchall():
+            server_id = by_url.get(url.strip().rstrip('/'))
+            if server_id is None:
+                server_id = cls._create_unknown_server(url)
+                by_url[url.strip().rstrip('/')] = server_id
+            cursor.execute(*study.update([study.server], [server_id],
+                    where=Trim(study.server_url) == url.strip()))
+
+    @classmethod
+    def _create_unknown_server(cls, url):
+        "Register a server, left unvalidated, for a URL no record has."
+        cursor = Transaction().connection.cursor()
+        server = Table('gnuhealth_orthanc_config')
+        url = url.strip().rstrip('/')
+        cursor.execute(*server.insert(
+                [server.label, server.domain, server.validated,
+                    server.last_changed_index, server.timeout,
+                    server.verify_tls, server.create_uid, server.create_date],
+                [[url, url, False, -1, 30.0, True, 0, CurrentTimestamp()]]))
+        cursor.execute(*server.select(server.id,
+                where=server.domain == url))
+        server_id, = cursor.fetchone()
+        return server_id
+
+    @classmethod
+    def get_links(cls, studies, names):
+        def build(study, server):
+            base = server.public_url
+            return {
+                'ohif_viewer_link': (links.ohif(base, study.study_instance_UID)
+                    if server.has_ohif else None),
+                'stone_viewer_link': (
+                    links.stone(base, study.study_instance_UID)
+                    if server.has_stone else None),
+                'explorer_link': links.explorer_study(base, study.orthanc_UID),
+                }
+        return viewer_links(studies, names, build)
+
+    def get_rec_name(self, name):
+        parts = [self.date, self.description or self.modalities,
+            self.patient_name]
+        return ' - '.join(p for p in parts if p) or self.study_instance_UID
+
+    @classmethod
+    def search_rec_name(cls, name, clause):
+        _, operator, value = clause
+        bool_op = 'AND' if operator.startswith('!') else 'OR'
+        return [bool_op,
+            ('description', operator, value),
+            ('patient_name', operator, value),
+            ('patient_id', operator, value),
+            ('accession_number', operator, value),
+            ('study_instance_UID', operator, value),
+            ]
+
+
+class StudySeries(ModelSQL, ModelView):
+    "Orthanc Series"
+    __name__ = 'gnuhealth.imaging_orthanc.study_series'
+
+    study = fields.Many2One('gnuhealth.imaging_orthanc.study', 'Study',
+        required=True, readonly=True, ondelete='CASCADE')
+    server = fields.Many2One(SERVER_MODEL, 'Orthanc Server', required=True,
+        readonly=True, ondelete='CASCADE')
+    orthanc_UID = fields.Char('Orthanc UID', readonly=True, required=True)
+    series_number = fields.Char('Series No.', readonly=True)
+    series_description = fields.Char('Description', readonly=True)
+    series_UID = fields.Char('Series UID', readonly=True, required=True)
+    modality = fields.Char('Modality', readonly=True)
+    body_part = fields.Char('Body part', readonly=True)
+    instance_count = fields.Integer('Instances', readonly=True)
+    notes = fields.Text('Series notes')
+    instances = fields.One2Many('gnuhealth.imaging_orthanc.series_instances',
+        'series', 'Instances', readonly=True)
+    stone_viewer_link = fields.Function(fields.Char('Stone Viewer'),
+        'get_links')
+    web_viewer_link = fields.Function(fields.Char('Orthanc Web Viewer'),
+        'get_links')
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        t = cls.__table__()
+        cls._sql_constraints += [
+            ('orthanc_uid_server_unique', Unique(t, t.server, t.orthanc_UID),
+                'health_orthanc.msg_series_unique'),
+            ]
+        cls._order = [('study', 'DESC'), ('series_number', 'ASC'),
+            ('id', 'ASC')]
+
+    @classmethod
+    def __register__(cls, module):
+        table_h = cls.__table_handler__(module)
+        had_server = table_h.column_exist('server')
+        super().__register__(module)
+        if not had_server:
+            cls._migrate_server_from_study()
+
+    @classmethod
+    def _migrate_server_from_study(cls):
+        "Earlier versions had no server on series: take the study's."
+        Study = Pool().get('gnuhealth.imaging_orthanc.study')
+        cursor = Transaction().connection.cursor()
+        series, study = cls.__table__(), Study.__table__()
+        cursor.execute(*series.update([series.server],
+                study.select(study.server, where=study.id == series.study)))
+
+    @classmethod
+    def get_links(cls, series_list, names):
+        def build(series, server):
+            base = server.public_url
+            return {
+                'stone_viewer_link': (links.stone(base,
+                        series.study.study_instance_UID, series.series_UID)
+                    if server.has_stone else None),
+                'web_viewer_link': (links.web_viewer(base, series.orthanc_UID)
+                    if server.has_webviewer else None),
+                }
+        return viewer_links(series_list, names, build)
+
+    def get_rec_name(self, name):
+        parts = [self.modality, self.series_number, self.series_description]
+        return ' '.join(p for p in parts if p) or self.series_UID
+
+
+class SeriesInstances(ModelSQL, ModelView):
+    "Orthanc Instance"
+    __name__ = 'gnuhealth.imaging_orthanc.series_instances'
+
+    series = fields.Many2One('gnuhealth.imaging_orthanc.study_series',
+        'Series', required=True, readonly=True, ondelete='CASCADE')
+    server = fields.Many2One(SERVER_MODEL, 'Orthanc Server', required=True,
+        readonly=True, ondelete='CASCADE')
+    sop_instance_UID = fields.Char('SOP Instance UID', readonly=True,
+        required=True)
+    orthanc_UID = fields.Char('Orthanc UID', readonly=True, required=True)
+    instance_number = fields.Integer('Instance number', readonly=True)
+    image_position_patient = fields.Char('Image position (patient)',
+        readonly=True)
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        t = cls.__table__()
+        cls._sql_constraints += [
+            ('orthanc_uid_server_unique', Unique(t, t.server, t.orthanc_UID),
+                'health_orthanc.msg_instance_unique'),
+            ]
+        cls._order = [('series', 'ASC'), ('instance_number', 'ASC NULLS LAST'),
+            ('id', 'ASC')]
+
+    @classmethod
+    def __register__(cls, module):
+        table_h = cls.__table_handler__(module)
+        had_server = table_h.column_exist('server')
+        super().__register__(module)
+        if not had_server:
+            cls._migrate_server_from_series()
+
+    @classmethod
+    def _migrate_server_from_series(cls):
+        "Earlier versions had no server on instances: take the series'."
+        Series = Pool().get('gnuhealth.imaging_orthanc.study_series')
+        cursor = Transaction().connection.cursor()
+        instance, series = cls.__table__(), Series.__table__()
+        cursor.execute(*instance.update([instance.server],
+                series.select(series.server,
+                    where=series.id == instance.series)))
+
+    def get_rec_name(self, name):
+        if self.instance_number is not None:
+            return '%s #%s' % (self.series.rec_name, self.instance_number)
+        return self.sop_instance_UID

@@ -1,0 +1,688 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Synchronisation of GNU Health's study mirror with Orthanc.
+
+Incremental sync reads Orthanc's /changes from the server's cursor; full
+sync pages through /studies and reconciles.  Both fetch a study's series and
+instances in two expanded requests, fetch nothing for a study whose Orthanc
+LastUpdate is unchanged, and store each page with batched ORM calls.  The
+cursor moves in the same transaction as the rows of the page it covers.
+"""
+import datetime
+import logging
+from dataclasses import dataclass, field
+
+from trytond.config import config
+from trytond.i18n import gettext
+from trytond.model import ModelView, fields
+from trytond.pool import Pool, PoolMeta
+from trytond.transaction import Transaction, without_check_access
+from trytond.wizard import Button, StateTransition, StateView, Wizard
+
+from . import orthanc
+from .exceptions import OrthancSyncError
+
+logger = logging.getLogger(__name__)
+
+CHANGES_PAGE = 1000  # Orthanc 1.10 does not cap `limit`: keep pages small
+STUDIES_PAGE = 200
+# Changes that can alter what GNU Health mirrors (attachments and metadata
+# updates, patient-level events and jobs do not).
+STUDY_CHANGES = {'NewStudy', 'StableStudy', 'ModifiedStudy'}
+CHILD_CHANGES = {'NewSeries', 'StableSeries', 'ModifiedSeries',
+    'NewInstance', 'NewChildInstance'}
+
+
+@dataclass
+class SyncStats:
+    created: int = 0
+    updated: int = 0
+    removed: int = 0
+    kept_missing: int = 0
+    requests: int = 0
+    studies: set = field(default_factory=set)
+
+    def add(self, other):
+        self.created += other.created
+        self.updated += other.updated
+        self.removed += other.removed
+        self.kept_missing += other.kept_missing
+        self.requests += other.requests
+        self.studies |= other.studies
+
+
+class SyncServer(metaclass=PoolMeta):
+    __name__ = 'gnuhealth.orthanc.config'
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls._buttons.update({
+                'sync_changes': {},
+                'full_sync': {},
+                })
+
+    # --- entry points: buttons, cron, wizards --------------------------
+    @classmethod
+    @ModelView.button
+    def sync_changes(cls, servers=None):
+        "Store what changed on Orthanc since each server's cursor."
+        return cls._run_sync(servers, 'incremental')
+
+    @classmethod
+    @ModelView.button
+    def full_sync(cls, servers=None):
+        "Reconcile every study of each server with Orthanc."
+        return cls._run_sync(servers, 'full')
+
+    @classmethod
+    def cron_sync_changes(cls):
+        cls._run_sync(None, 'incremental', raise_errors=False)
+
+    @classmethod
+    def cron_full_sync(cls):
+        cls._run_sync(None, 'full', raise_errors=False)
+
+    @classmethod
+    @without_check_access
+    def _run_sync(cls, servers, kind, raise_errors=True):
+        if servers is None:
+            servers = cls.search([])
+        if not servers:
+            return SyncStats()
+        # lock() restarts the transaction: it comes before any side effect.
+        cls.lock(servers)
+        totals, failures = SyncStats(), []
+        for server in cls.browse(servers):
+            try:
+                stats = (server._sync_changes() if kind == 'incremental'
+                    else server._full_sync())
+            except OrthancSyncError as exc:
+                failures.append(exc)
+                cls.write([server], server._sync_status(kind, error=exc))
+                logger.warning("Orthanc %s sync of %s failed: %s",
+                    kind, server.label, exc.message)
+            else:
+                totals.add(stats)
+                cls.write([server], server._sync_status(kind, stats=stats))
+                logger.info("Orthanc %s sync of %s: %s created, %s updated, "
+                    "%s removed", kind, server.label, stats.created,
+                    stats.updated, stats.removed)
+        if failures and raise_errors:
+            # Keep the pages stored before the failure and the error shown
+            # on the server form: both are consistent with the cursor.
+            Transaction().commit()
+            raise failures[0]
+        return totals
+
+    def _sync_status(self, kind, stats=None, error=None):
+        values = {
+            'last_sync_date': datetime.datetime.now(),
+            'last_sync_kind': kind,
+            'last_sync_error': error.message if error else None,
+            }
+        if stats:
+            values.update({
+                    'last_sync_created': stats.created,
+                    'last_sync_updated': stats.updated,
+                    'last_sync_removed': stats.removed,
+                    })
+        return values
+
+    def _sync_errors(self):
+        return self.errors('msg_sync_failed', OrthancSyncError)
+
+    # --- incremental ----------------------------------------------------
+    def _sync_changes(self):
+        Study = Pool().get('gnuhealth.imaging_orthanc.study')
+        client = self.client
+        start_requests = client.request_count
+        stats = SyncStats()
+        seq = max(self.last_changed_index or 0, 0)
+        covered = set()  # Orthanc IDs stored by this run, at every level
+        while True:
+            with self._sync_errors():
+                page = client.changes_since(seq, CHANGES_PAGE)
+                trees = self._trees_for_changes(page.changes, covered)
+            stats.add(Study.store_trees(self, trees))
+            seq = max(seq, page.last)
+            self.__class__.write([self], {'last_changed_index': seq})
+            if page.done or not page.changes:
+                break
+        stats.requests = client.request_count - start_requests
+        return stats
+
+    def _trees_for_changes(self, changes, covered):
+        "Fetch the trees of the studies touched by a page of changes."
+        Study = Pool().get('gnuhealth.imaging_orthanc.study')
+        study_ids, child_changes = [], []
+        for change in changes:
+            if change.resource_id in covered:
+                continue
+            if change.change_type in STUDY_CHANGES:
+                if change.resource_id not in study_ids:
+                    study_ids.append(change.resource_id)
+            elif change.change_type in CHILD_CHANGES:
+                child_changes.append(change)
+        known = Study.known_orthanc_ids(self,
+            [c.resource_id for c in child_changes])
+        trees = []
+        for study_id in study_ids:
+            tree = self._fetch_tree_if_changed(study_id)
+            covered.add(study_id)
+            if tree:
+                trees.append(tree)
+                covered.update(orthanc_ids_of(tree))
+        for change in child_changes:
+            if change.resource_id in covered or change.resource_id in known:
+                continue
+            study = self._parent_study(change)
+            if study is None:
+                continue
+            tree = self._fetch_tree(study)
+            covered.add(study['ID'])
+            if tree:
+                trees.append(tree)
+                covered.update(orthanc_ids_of(tree))
+        return trees
+
+    def _parent_study(self, change):
+        "The parent study of a series or instance; None if it is gone."
+        try:
+            return self.client.parent_study(
+                change.resource_type, change.resource_id)
+        except orthanc.NotFound:
+            return None
+
+    def _fetch_tree_if_changed(self, study_id):
+        "The study's tree, None if it is gone or unchanged since stored."
+        Study = Pool().get('gnuhealth.imaging_orthanc.study')
+        try:
+            study = self.client.study(study_id)
+        except orthanc.NotFound:
+            return None
+        if not Study.needs_update(self, [study]):
+            return None
+        return self._fetch_tree(study)
+
+    def _fetch_tree(self, study):
+        try:
+            series, instances = self.client.study_children(study['ID'])
+        except orthanc.NotFound:
+            return None
+        return orthanc.StudyTree(study, series, instances)
+
+    # --- full -----------------------------------------------------------
+    def _full_sync(self):
+        Study = Pool().get('gnuhealth.imaging_orthanc.study')
+        client = self.client
+        start_requests = client.request_count
+        stats = SyncStats()
+        seen = set()
+        with self._sync_errors():
+            # Changes logged while we page are replayed by the next
+            # incremental sync: take the cursor before reading.
+            last = client.last_change()
+            for studies in client.iter_studies(STUDIES_PAGE):
+                seen.update(s['ID'] for s in studies)
+                changed = Study.needs_update(self, studies)
+                trees = list(filter(None, map(self._fetch_tree, changed)))
+                stats.add(Study.store_trees(self, trees))
+        stats.add(Study.remove_missing(self, seen))
+        self.__class__.write([self], {'last_changed_index': last})
+        stats.requests = client.request_count - start_requests
+        return stats
+
+
+def orthanc_ids_of(tree):
+    yield tree.study['ID']
+    for series in tree.series:
+        yield series['ID']
+    for instance in tree.instances:
+        yield instance['ID']
+
+
+class SyncStudy(metaclass=PoolMeta):
+    __name__ = 'gnuhealth.imaging_orthanc.study'
+
+    missing_on_orthanc = fields.Boolean('Missing on Orthanc', readonly=True,
+        help="Orthanc no longer has this study; it is kept because it "
+        "carries notes or a link to an imaging result")
+    manual_link = fields.Boolean('Linked by hand', readonly=True,
+        help="The patient and result links were set by hand: "
+        "synchronisation leaves them alone")
+
+    @classmethod
+    def get_new_studies(cls):
+        "Incremental sync of every server (name kept from the spec)."
+        Server = Pool().get('gnuhealth.orthanc.config')
+        return Server.sync_changes(None)
+
+    @classmethod
+    def full_synchronize(cls):
+        "Full reconciliation of every server (name kept from the spec)."
+        Server = Pool().get('gnuhealth.orthanc.config')
+        return Server.full_sync(None)
+
+    @classmethod
+    def known_orthanc_ids(cls, server, orthanc_ids):
+        "The series and instance IDs among orthanc_ids already stored."
+        pool = Pool()
+        known = set()
+        if not orthanc_ids:
+            return known
+        for model in ('gnuhealth.imaging_orthanc.study_series',
+                'gnuhealth.imaging_orthanc.series_instances'):
+            Model = pool.get(model)
+            for values in Model.search_read([
+                        ('server', '=', server.id),
+                        ('orthanc_UID', 'in', list(orthanc_ids)),
+                        ], fields_names=['orthanc_UID']):
+                known.add(values['orthanc_UID'])
+        return known
+
+    @classmethod
+    def needs_update(cls, server, studies):
+        "The Orthanc studies whose stored copy is missing or out of date."
+        stored = {v['orthanc_UID']: v for v in cls.search_read([
+                    ('server', '=', server.id),
+                    ('orthanc_UID', 'in', [s['ID'] for s in studies]),
+                    ], fields_names=['orthanc_UID', 'last_update',
+                    'series_count', 'missing_on_orthanc'])}
+        return [s for s in studies
+            if s['ID'] not in stored
+            or stored[s['ID']]['last_update'] != s.get('LastUpdate')
+            or stored[s['ID']]['series_count'] != len(s.get('Series', []))
+            or stored[s['ID']]['missing_on_orthanc']]
+
+    @classmethod
+    def store_trees(cls, server, trees):
+        "Create or update the studies, series and instances of trees."
+        stats = SyncStats()
+        if not trees:
+            return stats
+        studies = cls._store_studies(server, trees, stats)
+        series = cls._store_series(server, trees, studies, stats)
+        cls._store_instances(server, trees, series)
+        cls.link_records(list(studies.values()))
+        stats.studies.update(studies)
+        return stats
+
+    @classmethod
+    def _store_studies(cls, server, trees, stats):
+        values = {t.study['ID']: study_values(server, t) for t in trees}
+        records = upsert(cls, server, values, stats)
+        return records
+
+    @classmethod
+    def _store_series(cls, server, trees, studies, stats):
+        Series = Pool().get('gnuhealth.imaging_orthanc.study_series')
+        values = {}
+        for tree in trees:
+            study = studies[tree.study['ID']]
+            counts = count_by(tree.instances, 'ParentSeries')
+            for series in tree.series:
+                values[series['ID']] = series_values(
+                    server, study, series, counts.get(series['ID'], 0))
+        records = upsert(Series, server, values)
+        # Series no longer in Orthanc's tree of a stored study.
+        Series.delete(Series.search([
+                    ('study', 'in', [s.id for s in studies.values()]),
+                    ('orthanc_UID', 'not in', list(values)),
+                    ]))
+        return records
+
+    @classmethod
+    def _store_instances(cls, server, trees, series):
+        Instance = Pool().get('gnuhealth.imaging_orthanc.series_instances')
+        values = {}
+        for tree in trees:
+            for instance in tree.instances:
+                parent = series.get(instance.get('ParentSeries'))
+                if parent:
+                    values[instance['ID']] = instance_values(
+                        server, parent, instance)
+        upsert(Instance, server, values)
+        Instance.delete(Instance.search([
+                    ('series', 'in', [s.id for s in series.values()]),
+                    ('orthanc_UID', 'not in', list(values)),
+                    ]))
+
+    @classmethod
+    def remove_missing(cls, server, seen):
+        """Remove the studies Orthanc no longer has.
+
+        A study carrying a clinician's notes or linked to an imaging result
+        is kept, flagged missing_on_orthanc, so that nothing written by a
+        person disappears silently.
+        """
+        stats = SyncStats()
+        gone = [s for s in cls.search([('server', '=', server.id)])
+            if s.orthanc_UID not in seen]
+        keep = [s for s in gone if s.notes or s.imaging_test]
+        drop = [s for s in gone if not (s.notes or s.imaging_test)]
+        to_flag = [s for s in keep if not s.missing_on_orthanc]
+        if to_flag:
+            cls.write(to_flag, {'missing_on_orthanc': True})
+        if drop:
+            cls.delete(drop)
+        stats.removed, stats.kept_missing = len(drop), len(keep)
+        return stats
+
+    # --- linking --------------------------------------------------------
+    @classmethod
+    def link_records(cls, studies):
+        "Link studies to their patient, imaging request and result."
+        studies = [s for s in studies if not s.manual_link]
+        cls._link_patients([s for s in studies if not s.patient])
+        cls._link_requests([s for s in studies
+                if not s.imaging_request or not s.imaging_test])
+
+    @classmethod
+    def _link_patients(cls, studies):
+        Patient = Pool().get('gnuhealth.patient')
+        ids = {s.patient_id for s in studies if s.patient_id}
+        if not ids:
+            return
+        by_id = {}
+        for patient in Patient.search([('puid', 'in', list(ids))]):
+            by_id.setdefault(patient.puid, patient)
+        missing = ids - set(by_id)
+        if missing:
+            for patient in Patient.search([
+                        ('party.alternative_ids.code', 'in', list(missing)),
+                        ]):
+                for alt in patient.party.alternative_ids:
+                    if alt.code in missing:
+                        by_id.setdefault(alt.code, patient)
+        to_write = []
+        for study in studies:
+            patient = by_id.get(study.patient_id)
+            if patient:
+                to_write.extend(([study], {'patient': patient.id}))
+        if to_write:
+            cls.write(*to_write)
+
+    @classmethod
+    def _link_requests(cls, studies):
+        pool = Pool()
+        Request = pool.get('gnuhealth.imaging.test.request')
+        Result = pool.get('gnuhealth.imaging.test.result')
+        if not studies:
+            return
+        by_key = cls._requests_by_key(studies)
+        if not by_key:
+            return
+        requests = set(by_key.values())
+        results = {r.request.id: r for r in Result.search([
+                    ('request', 'in', [r.id for r in requests]),
+                    ])}
+        to_write, done = [], []
+        for study in studies:
+            request = (by_key.get(('uid', study.study_instance_UID))
+                or by_key.get(('acc', study.accession_number)))
+            if not request:
+                continue
+            values = {'imaging_request': request.id}
+            if not study.patient:
+                values['patient'] = request.patient.id
+            result = results.get(request.id)
+            if result and not study.imaging_test:
+                values['imaging_test'] = result.id
+            to_write.extend(([study], values))
+            done.append(request)
+        if to_write:
+            cls.write(*to_write)
+        if done and 'worklist_status' in Request._fields:
+            Request.write(done, {'worklist_status': 'done'})
+
+    @classmethod
+    def _requests_by_key(cls, studies):
+        "Requests matching the studies, keyed by ('uid'|'acc', value)."
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        by_key = {}
+        uids = [s.study_instance_UID for s in studies]
+        if 'merge_id' in Request._fields:
+            for request in Request.search([('merge_id', 'in', uids)]):
+                by_key[('uid', request.merge_id)] = request
+        accessions = [s.accession_number for s in studies
+            if s.accession_number]
+        if accessions:
+            for request in Request.search([('request', 'in', accessions)]):
+                by_key[('acc', request.request)] = request
+        return by_key
+
+    @classmethod
+    def link_results(cls, results):
+        "Attach stored studies to results created after them."
+        if not results:
+            return
+        keys_uid = {}
+        keys_acc = {}
+        for result in results:
+            request = result.request
+            if not request:
+                continue
+            merge_id = getattr(request, 'merge_id', None)
+            if merge_id:
+                keys_uid[merge_id] = result
+            if request.request:
+                keys_acc[request.request] = result
+        if not keys_uid and not keys_acc:
+            return
+        studies = cls.search([
+                ('imaging_test', '=', None),
+                ('manual_link', '!=', True),
+                ['OR',
+                    ('study_instance_UID', 'in', list(keys_uid)),
+                    ('accession_number', 'in', list(keys_acc)),
+                    ],
+                ])
+        to_write = []
+        for study in studies:
+            result = (keys_uid.get(study.study_instance_UID)
+                or keys_acc.get(study.accession_number))
+            values = {'imaging_test': result.id,
+                'imaging_request': result.request.id}
+            if not study.patient and result.patient:
+                values['patient'] = result.patient.id
+            to_write.extend(([study], values))
+        if to_write:
+            cls.write(*to_write)
+
+
+def count_by(items, key):
+    counts = {}
+    for item in items:
+        counts[item.get(key)] = counts.get(item.get(key), 0) + 1
+    return counts
+
+
+def upsert(Model, server, values_by_uid, stats=None):
+    """Create or update records of server keyed by Orthanc ID.
+
+    One search, one create and one write call for the whole batch; records
+    whose values are unchanged are not written.
+    """
+    if not values_by_uid:
+        return {}
+    existing = {r.orthanc_UID: r for r in Model.search([
+                ('server', '=', server.id),
+                ('orthanc_UID', 'in', list(values_by_uid)),
+                ])}
+    to_create, to_write = [], []
+    for uid, values in values_by_uid.items():
+        record = existing.get(uid)
+        if record is None:
+            to_create.append(values)
+        elif changed_values(record, values):
+            to_write.extend(([record], changed_values(record, values)))
+    if to_write:
+        Model.write(*to_write)
+    created = Model.create(to_create) if to_create else []
+    if stats is not None:
+        stats.created += len(created)
+        stats.updated += len(to_write) // 2
+    existing.update((r.orthanc_UID, r) for r in created)
+    return existing
+
+
+def changed_values(record, values):
+    changed = {}
+    for name, value in values.items():
+        current = getattr(record, name)
+        if hasattr(current, 'id'):
+            current = current.id
+        if current != value:
+            changed[name] = value
+    return changed
+
+
+def study_values(server, tree):
+    tags = tree.study.get('MainDicomTags', {})
+    patient = tree.study.get('PatientMainDicomTags', {})
+    date = orthanc.dicom_date(tags.get('StudyDate'))
+    uid = tags.get('StudyInstanceUID') or tree.study['ID']
+    modalities = sorted({s.get('MainDicomTags', {}).get('Modality')
+            for s in tree.series} - {None, ''})
+    performing = next(filter(None, (
+                s.get('MainDicomTags', {}).get(tag)
+                for s in tree.series
+                for tag in ('PerformingPhysicianName', 'OperatorsName'))),
+        None)
+    return {
+        'server': server.id,
+        'orthanc_UID': tree.study['ID'],
+        'study_instance_UID': uid,
+        'merge_id': uid,
+        'date': date.isoformat() if date else None,
+        'study_date': date,
+        'description': clean(tags.get('StudyDescription')),
+        'accession_number': clean(tags.get('AccessionNumber')),
+        'institution': clean(tags.get('InstitutionName')),
+        'referring_physician_name': orthanc.person_name(
+            tags.get('ReferringPhysicianName')) or None,
+        'performing_physician_name': orthanc.person_name(performing) or None,
+        'patient_name': orthanc.person_name(patient.get('PatientName'))
+        or None,
+        'patient_id': clean(patient.get('PatientID')),
+        'patient_birth_date': orthanc.dicom_date(
+            patient.get('PatientBirthDate')),
+        'patient_sex': clean(patient.get('PatientSex')),
+        'modalities': ', '.join(modalities) or None,
+        'series_count': len(tree.series),
+        'instance_count': len(tree.instances),
+        'last_update': tree.study.get('LastUpdate'),
+        'missing_on_orthanc': False,
+        }
+
+
+def series_values(server, study, series, instance_count):
+    tags = series.get('MainDicomTags', {})
+    number = orthanc.dicom_int(tags.get('SeriesNumber'))
+    return {
+        'server': server.id,
+        'study': study.id,
+        'orthanc_UID': series['ID'],
+        'series_UID': tags.get('SeriesInstanceUID') or series['ID'],
+        'series_number': str(number) if number is not None else None,
+        'series_description': clean(tags.get('SeriesDescription')),
+        'modality': clean(tags.get('Modality')),
+        'body_part': clean(tags.get('BodyPartExamined')),
+        'instance_count': instance_count,
+        }
+
+
+def instance_values(server, series, instance):
+    tags = instance.get('MainDicomTags', {})
+    return {
+        'server': server.id,
+        'series': series.id,
+        'orthanc_UID': instance['ID'],
+        'sop_instance_UID': tags.get('SOPInstanceUID') or instance['ID'],
+        'instance_number': orthanc.dicom_int(tags.get('InstanceNumber')),
+        'image_position_patient': clean(tags.get('ImagePositionPatient')),
+        }
+
+
+def clean(value):
+    "Orthanc's text for a tag, None when empty."
+    if value is None:
+        return None
+    value = str(value).strip()
+    return value or None
+
+
+# --- wizards ------------------------------------------------------------
+class GetNewStudiesStart(ModelView):
+    "Get new studies"
+    __name__ = 'gnuhealth.imaging_orthanc.get_new_studies.start'
+
+    servers = fields.Many2Many('gnuhealth.orthanc.config', None, None,
+        'Servers', help="Leave empty for all servers")
+
+
+class FullSynchronizeStart(ModelView):
+    "Full synchronisation"
+    __name__ = 'gnuhealth.imaging_orthanc.full_synchronize.start'
+
+    servers = fields.Many2Many('gnuhealth.orthanc.config', None, None,
+        'Servers', help="Leave empty for all servers")
+
+
+class SyncResult(ModelView):
+    "Synchronisation result"
+    __name__ = 'gnuhealth.imaging_orthanc.sync.result'
+
+    message = fields.Text('Result', readonly=True)
+
+
+class _SyncWizard(Wizard):
+    kind = None
+
+    sync = StateTransition()
+    result = StateView('gnuhealth.imaging_orthanc.sync.result',
+        'health_orthanc.sync_result_view_form', [
+            Button('Close', 'end', 'tryton-close', default=True),
+            ])
+
+    def transition_sync(self):
+        Server = Pool().get('gnuhealth.orthanc.config')
+        servers = list(self.start.servers) or Server.search([])
+        method = 'sync_changes' if self.kind == 'incremental' else 'full_sync'
+        if config.getboolean('queue', 'worker', default=False):
+            # A worker runs it: the client does not wait for a large sync.
+            getattr(Server.__queue__, method)(servers)
+            self.result.message = gettext('health_orthanc.msg_sync_queued')
+        else:
+            stats = getattr(Server, method)(servers)
+            self.result.message = gettext('health_orthanc.msg_sync_done',
+                created=stats.created, updated=stats.updated,
+                removed=stats.removed, kept=stats.kept_missing)
+        return 'result'
+
+    def default_result(self, fields):
+        return {'message': self.result.message}
+
+
+class GetNewStudies(_SyncWizard):
+    "Get new studies from Orthanc"
+    __name__ = 'gnuhealth.imaging_orthanc.get_new_studies'
+    kind = 'incremental'
+
+    start = StateView('gnuhealth.imaging_orthanc.get_new_studies.start',
+        'health_orthanc.get_new_studies_start_form', [
+            Button('Cancel', 'end', 'tryton-cancel'),
+            Button('Synchronize', 'sync', 'tryton-ok', default=True),
+            ])
+
+
+class FullSynchronize(_SyncWizard):
+    "Fully synchronize studies with Orthanc"
+    __name__ = 'gnuhealth.imaging_orthanc.full_synchronize'
+    kind = 'full'
+
+    start = StateView('gnuhealth.imaging_orthanc.full_synchronize.start',
+        'health_orthanc.full_synchronize_start_form', [
+            Button('Cancel', 'end', 'tryton-cancel'),
+            Button('Synchronize', 'sync', 'tryton-ok', default=True),
+            ])

@@ -360,8 +360,9 @@ class ConnectNewOrthancServer(Wizard):
             return gettext('health_orthanc.msg_domain_unique')
 
     def default_status(self, fields):
+        server = getattr(self.status, 'server', None)
         return {
-            'success': bool(self.status.success),
-            'message': self.status.message,
-            'server': self.status.server.id if self.status.server else None,
+            'success': bool(getattr(self.status, 'success', False)),
+            'message': getattr(self.status, 'message', None),
+            'server': server.id if server else None,
             }

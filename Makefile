@@ -1,0 +1,69 @@
+# health_orthanc: `make demo` runs the demo, `make test` the whole suite.
+# Both install what they need (apt, pip, npm), idempotently.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+BUILD := $(ROOT)/build
+VENV := $(ROOT)/.venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PG_URI ?= postgresql://postgres@127.0.0.1:5432/
+APT_PACKAGES := orthanc orthanc-dicomweb orthanc-webviewer chromium
+export DEBIAN_FRONTEND := noninteractive
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+include $(ROOT)/web.mk
+
+.PHONY: help deps apt venv postgres test test-sqlite test-postgresql demo bench clean
+
+help:
+	@echo "make demo   Orthanc + GNU Health demo database + trytond with the web client"
+	@echo "make test   the whole suite (SQLite, PostgreSQL, browser)"
+	@echo "make bench  the benchmarks in benchmarks/"
+
+deps: apt venv sao browser-deps
+
+# apt-get update only when a package is missing.
+apt: $(BUILD)/apt.stamp
+$(BUILD)/apt.stamp: $(ROOT)/Makefile
+	@mkdir -p $(BUILD)
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+	    apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+	@touch $@
+
+venv: $(BUILD)/venv.stamp
+$(BUILD)/venv.stamp: $(ROOT)/requirements-dev.txt $(ROOT)/setup.py
+	@mkdir -p $(BUILD)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r $(ROOT)/requirements-dev.txt
+	# The repository root is the module: link it where trytond finds modules.
+	ln -sfn $(ROOT) "$$($(PY) -c 'import trytond.modules, os; print(os.path.dirname(trytond.modules.__file__))')/health_orthanc"
+	@touch $@
+
+# The machine's PostgreSQL: start it if it is installed but stopped.
+postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || \
+	    pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@pg_isready -h 127.0.0.1 -p 5432
+
+test: deps postgres
+	$(PY) $(ROOT)/tests/run_suite.py
+
+test-sqlite: deps
+	$(PY) $(ROOT)/tests/run_suite.py --only sqlite
+
+test-postgresql: deps postgres
+	$(PY) $(ROOT)/tests/run_suite.py --only postgresql
+
+demo: deps
+	$(PY) $(ROOT)/scripts/demo.py
+
+bench: deps
+	$(PY) $(ROOT)/benchmarks/sync.py
+	$(PY) $(ROOT)/benchmarks/upload.py
+
+clean:
+	rm -rf $(BUILD) $(VENV)

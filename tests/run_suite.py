@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Run the whole suite: Python tests on SQLite then PostgreSQL, then the
+browser test; print one closing line `N passed, N failed`.
+
+Activated test databases are cached (trytond's DB_CACHE) in build/ for
+SQLite and as template databases on PostgreSQL, so GNU Health is activated
+once per database backend rather than once per test class.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, 'build')
+PG_URI = os.environ.get('PG_URI', 'postgresql://postgres@127.0.0.1:5432/')
+
+
+def backends():
+    return {
+        'sqlite': {
+            'TRYTOND_DATABASE_URI': 'sqlite://',
+            'DB_NAME': ':memory:',
+            'DB_CACHE': os.path.join(BUILD, 'db-cache'),
+            },
+        'postgresql': {
+            'TRYTOND_DATABASE_URI': PG_URI,
+            'DB_NAME': 'test_health_orthanc',
+            'DB_CACHE': PG_URI,
+            },
+        }
+
+
+def run_pytest(name, env_extra, pytest_args):
+    report = os.path.join(BUILD, 'junit-%s.xml' % name)
+    env = {**os.environ, **env_extra}
+    cmd = [sys.executable, '-m', 'pytest', '-p', 'no:cacheprovider',
+        '-W', 'ignore::UserWarning', '-p', 'no:logging', '--junitxml', report,
+        '--pyargs', 'trytond.modules.health_orthanc.tests', *pytest_args]
+    print('==== %s: %s' % (name, ' '.join(cmd)), flush=True)
+    subprocess.run(cmd, env=env, cwd=BUILD)
+    return count(report)
+
+
+def count(report):
+    "(passed, failed) from a JUnit report; a missing report is a failure."
+    try:
+        suites = ET.parse(report).getroot()
+    except (OSError, ET.ParseError):
+        return 0, 1
+    if suites.tag == 'testsuite':
+        suites = [suites]
+    passed = failed = 0
+    for suite in suites:
+        tests = int(suite.get('tests', 0))
+        bad = int(suite.get('failures', 0)) + int(suite.get('errors', 0))
+        skipped = int(suite.get('skipped', 0))
+        passed += tests - bad - skipped
+        failed += bad
+    return passed, failed
+
+
+def run_browser():
+    script = os.path.join(ROOT, 'tests', 'browser_run.py')
+    if not os.path.exists(script):
+        return 0, 0
+    print('==== browser: %s' % script, flush=True)
+    code = subprocess.run([sys.executable, script], cwd=BUILD).returncode
+    return (1, 0) if code == 0 else (0, 1)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--only', choices=['sqlite', 'postgresql', 'browser'])
+    parser.add_argument('pytest_args', nargs='*')
+    args = parser.parse_args()
+    os.makedirs(BUILD, exist_ok=True)
+    results = {}
+    for name, env in backends().items():
+        if args.only in (None, name):
+            results[name] = run_pytest(name, env, args.pytest_args)
+    if args.only in (None, 'browser'):
+        results['browser'] = run_browser()
+    for name, (passed, failed) in results.items():
+        print('%s: %d passed, %d failed' % (name, passed, failed))
+    passed = sum(p for p, _ in results.values())
+    failed = sum(f for _, f in results.values())
+    print('%d passed, %d failed' % (passed, failed))
+    return 1 if failed or not passed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,618 @@
+"""The one adapter that talks HTTP to an Orthanc PACS.
+
+No Tryton code here: models call these functions and translate the
+exceptions into user errors. Every request has a timeout, certificates are
+verified by default and no credential ever reaches an exception text or a
+log line (they travel only in the Authorization header).
+"""
+import datetime
+import io
+import os
+import re
+import ssl
+import threading
+import urllib.parse
+import zipfile
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+import pyorthanc
+
+__all__ = [
+    'OrthancError', 'Unreachable', 'Timeout', 'TLSFailure', 'Unauthorized',
+    'NotFound', 'Rejected', 'NotOrthanc',
+    'ServerInfo', 'Change', 'ChangesPage', 'StudyTree', 'UploadedFile',
+    'OrthancClient', 'client_for', 'redact',
+    'person_name', 'dicom_date', 'dicom_int',
+]
+
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+_MAX_REASON = 300
+# Orthanc identifiers are SHA-1 digests printed as 5 groups of 8 hex digits;
+# checking them keeps arbitrary text out of the request path.
+_ORTHANC_ID = re.compile(r'^[0-9a-f]{8}(-[0-9a-f]{8}){4}$')
+_USERINFO = re.compile(r'(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]+@')
+
+
+# --- Exceptions ------------------------------------------------------------
+
+class OrthancError(Exception):
+    """Base class: .status is the HTTP status (or None), .reason short text."""
+
+    def __init__(self, reason, status=None):
+        self.reason = redact(str(reason))[:_MAX_REASON]
+        self.status = status
+        super().__init__(self.reason)
+
+    def __str__(self):
+        if self.status is None:
+            return self.reason
+        return '%s (HTTP %s)' % (self.reason, self.status)
+
+
+class Unreachable(OrthancError):
+    "Connection refused, DNS failure, dropped connection."
+
+
+class Timeout(OrthancError):
+    "The server did not answer in time."
+
+
+class TLSFailure(OrthancError):
+    "Certificate verification or another TLS problem."
+
+
+class Unauthorized(OrthancError):
+    "HTTP 401: wrong user name or password."
+
+
+class NotFound(OrthancError):
+    "HTTP 404: the resource is not (or no longer) in Orthanc."
+
+
+class Rejected(OrthancError):
+    "Any other non-2xx answer; .reason is Orthanc's own message."
+
+
+class NotOrthanc(OrthancError):
+    "Something answers, but it is not Orthanc's REST API."
+
+
+# --- Data ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ServerInfo:
+    name: str
+    version: str
+    api_version: int
+    study_count: int
+    plugins: tuple
+
+    @property
+    def has_dicomweb(self):
+        return 'dicom-web' in self.plugins
+
+    @property
+    def has_ohif(self):
+        return 'ohif' in self.plugins
+
+    @property
+    def has_stone(self):
+        return 'stone-webviewer' in self.plugins
+
+    @property
+    def has_webviewer(self):
+        return 'web-viewer' in self.plugins
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    change_type: str
+    resource_type: str
+    resource_id: str
+    path: str
+    date: str
+
+
+@dataclass(frozen=True)
+class ChangesPage:
+    changes: list
+    last: int
+    done: bool
+
+
+@dataclass(frozen=True)
+class StudyTree:
+    study: dict
+    series: list
+    instances: list
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    name: str
+    status: str  # 'Success' | 'AlreadyStored' | 'Rejected'
+    orthanc_id: str = None
+    study_id: str = None
+    reason: str = None
+
+
+# --- Helpers ---------------------------------------------------------------
+
+def redact(text):
+    "Remove the user-info part (user:password@) of every URL in text."
+    if text is None:
+        return text
+    return _USERINFO.sub(r'\1', str(text))
+
+
+def person_name(value):
+    """Render a DICOM PN as 'FAMILY, GIVEN MIDDLE'.
+
+    Only the first non-empty component group is used: the ideographic and
+    phonetic groups (after '=') repeat the same name in other scripts.
+    """
+    if not value:
+        return ''
+    groups = [g for g in str(value).split('=') if g.strip('^ ')]
+    if not groups:
+        return ''
+    parts = [p.strip() for p in groups[0].split('^')] + [''] * 5
+    family, given, middle, prefix, suffix = parts[:5]
+    rest = ' '.join(p for p in (prefix, given, middle, suffix) if p)
+    return ', '.join(p for p in (family, rest) if p)
+
+
+def dicom_date(value):
+    "Parse a DA value ('YYYYMMDD', also 'YYYY.MM.DD'); None if unusable."
+    if not value:
+        return None
+    text = str(value).strip().replace('.', '').replace('-', '')
+    if len(text) < 8 or not text[:8].isdigit():
+        return None
+    try:
+        return datetime.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    except ValueError:
+        return None
+
+
+def dicom_int(value):
+    "Parse an IS value leniently ('3.0' -> 3, ' 7 ' -> 7); None if unusable."
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    text = str(value).split('\\')[0].strip()  # first value of a multi-value
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if number != number or number in (float('inf'), float('-inf')):
+        return None
+    return int(number) if number.is_integer() else None
+
+
+def _split_credentials(url, user, password):
+    "Move credentials out of the URL so that httpx never logs them."
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.username is not None or parts.password is not None:
+        user = user or urllib.parse.unquote(parts.username or '')
+        password = password or urllib.parse.unquote(parts.password or '')
+        netloc = parts.netloc.rsplit('@', 1)[1]
+        parts = parts._replace(netloc=netloc)
+    return urllib.parse.urlunsplit(parts).rstrip('/'), user, password
+
+
+def _ssl_context(verify):
+    "Map verify (True/False/CA bundle path) to what httpx 0.28 expects."
+    is_path = isinstance(verify, (str, os.PathLike))
+    if not is_path and not verify:
+        return False
+    try:
+        if not is_path:
+            # The system store first: hospitals install their own CA there.
+            context = ssl.create_default_context()
+            if not context.cert_store_stats().get('x509_ca'):
+                import certifi
+                context.load_verify_locations(cafile=certifi.where())
+            return context
+        path = os.fspath(verify)
+        if os.path.isdir(path):
+            return ssl.create_default_context(capath=path)
+        return ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSFailure('cannot load the CA certificates: %s'
+            % (exc.strerror or exc.__class__.__name__)) from None
+
+
+def _caused_by_ssl(exc):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ssl.SSLError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _check_id(orthanc_id):
+    if not isinstance(orthanc_id, str) or not _ORTHANC_ID.match(orthanc_id):
+        raise NotFound('not an Orthanc identifier: %.60r' % (orthanc_id,))
+    return orthanc_id
+
+
+def _orthanc_message(response):
+    "Orthanc's own explanation from its JSON error body, if any."
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        message = body.get('Message') or body.get('HttpError') or ''
+        details = body.get('Details') or ''
+        text = ': '.join(t for t in (message, details) if t)
+        if text:
+            return text
+    return response.reason_phrase or 'HTTP error'
+
+
+# --- Client ----------------------------------------------------------------
+
+class OrthancClient:
+    """One Orthanc server: a pyorthanc (httpx) client, hence one pool."""
+
+    def __init__(self, url, user=None, password=None, *, timeout=30.0,
+            verify=True):
+        if not timeout or timeout <= 0:
+            raise ValueError('a positive timeout is required')
+        self.url, user, password = _split_credentials(url, user, password)
+        self.timeout = timeout
+        self._count = 0
+        self._count_lock = threading.Lock()
+        self._api = pyorthanc.Orthanc(self.url, user, password,
+            return_raw_response=True, timeout=httpx.Timeout(timeout),
+            verify=_ssl_context(verify),
+            event_hooks={'request': [self._counted]})
+
+    def _counted(self, request):
+        with self._count_lock:
+            self._count += 1
+
+    @property
+    def request_count(self):
+        "Number of HTTP requests sent so far (retries included)."
+        return self._count
+
+    def close(self):
+        self._api.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        return '<OrthancClient %s>' % self.url
+
+    # -- transport --
+
+    def _send(self, call, *args, **kwargs):
+        """Run one pyorthanc call, mapping transport errors.
+
+        A keep-alive connection that Orthanc closed just as we reused it
+        (Orthanc 1.10 keeps idle connections for 1 s only) fails without an
+        answer: that one case is retried once. Retrying is harmless because
+        GET is safe, storing a DICOM file twice answers AlreadyStored and a
+        repeated DELETE answers 404, which callers treat as "already gone".
+        """
+        for attempt in (1, 2):
+            try:
+                return call(*args, **kwargs)
+            except (httpx.RemoteProtocolError, httpx.ReadError,
+                    httpx.WriteError) as exc:
+                if attempt == 2:
+                    raise Unreachable('connection to %s lost: %s'
+                        % (self.url, _describe(exc))) from None
+            except httpx.TimeoutException:
+                raise Timeout('no answer from %s within %g s'
+                    % (self.url, self.timeout)) from None
+            except httpx.ConnectError as exc:
+                if _caused_by_ssl(exc):
+                    raise TLSFailure('TLS failure with %s: %s'
+                        % (self.url, _describe(exc))) from None
+                raise Unreachable('cannot connect to %s: %s'
+                    % (self.url, _describe(exc))) from None
+            except (httpx.UnsupportedProtocol, httpx.InvalidURL):
+                raise Unreachable('invalid server URL: %s' % self.url
+                    ) from None
+            except httpx.TransportError as exc:
+                raise Unreachable('network error with %s: %s'
+                    % (self.url, _describe(exc))) from None
+
+    def _check(self, response):
+        "Raise the exception matching a non-2xx response."
+        status = response.status_code
+        if 200 <= status < 300:
+            return response
+        if status == 401:
+            raise Unauthorized('%s refused the user name or password'
+                % self.url, 401)
+        if status == 404:
+            raise NotFound('not found on %s: %s' % (self.url,
+                response.request.url.path), 404)
+        if 300 <= status < 400:
+            # Redirects are not followed: they would resend credentials.
+            raise Rejected('redirected to %s' % (
+                    response.headers.get('Location') or '?'), status)
+        raise Rejected(_orthanc_message(response), status)
+
+    def _json(self, call, *args, expect=None, **kwargs):
+        "The JSON body of a 2xx answer, of the expected type if given."
+        response = self._check(self._send(call, *args, **kwargs))
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if body is None or (expect is not None
+                and not isinstance(body, expect)):
+            raise NotOrthanc('%s did not answer the expected JSON'
+                % self.url, response.status_code)
+        return body
+
+    # -- server --
+
+    def server_info(self):
+        try:
+            system = self._json(self._api.get_system, expect=dict)
+        except NotFound:
+            raise NotOrthanc('%s has no Orthanc /system route' % self.url,
+                404) from None
+        if 'Version' not in system or 'ApiVersion' not in system:
+            raise NotOrthanc('%s is not an Orthanc server' % self.url)
+        plugins = self._json(self._api.get_plugins, expect=list)
+        statistics = self._json(self._api.get_statistics, expect=dict)
+        return ServerInfo(
+            name=str(system.get('Name') or ''),
+            version=str(system['Version']),
+            api_version=dicom_int(system['ApiVersion']) or 0,
+            study_count=dicom_int(statistics.get('CountStudies')) or 0,
+            # 'explorer.js' is the Explorer's extension hook, not a plugin.
+            plugins=tuple(str(p) for p in plugins
+                if not str(p).endswith('.js')))
+
+    # -- changes --
+
+    def last_change(self):
+        body = self._json(self._api.get_changes, {'last': ''}, expect=dict)
+        with self._parsing():
+            return int(body['Last'])
+
+    def changes_since(self, seq, limit=1000):
+        """One page of the changes log after seq.
+
+        Orthanc 1.10 records no deletion: deleting a resource removes its
+        entries from the log instead.
+        """
+        body = self._json(self._api.get_changes,
+            {'since': int(seq), 'limit': int(limit)}, expect=dict)
+        with self._parsing():
+            changes = [Change(
+                    seq=int(c['Seq']),
+                    change_type=c['ChangeType'],
+                    resource_type=c['ResourceType'],
+                    resource_id=c['ID'],
+                    path=c['Path'],
+                    date=c['Date'])
+                for c in body['Changes']]
+            return ChangesPage(changes=changes, last=int(body['Last']),
+                done=bool(body['Done']))
+
+    @contextmanager
+    def _parsing(self):
+        "A JSON answer without the expected keys is not Orthanc's."
+        try:
+            yield
+        except (KeyError, TypeError, ValueError):
+            raise NotOrthanc('unexpected answer from %s' % self.url
+                ) from None
+
+    # -- reading --
+
+    def list_studies(self, since=0, limit=500):
+        "One page of expanded studies (Orthanc pages by position)."
+        return self._json(self._api.get_studies,
+            {'expand': 'true', 'since': int(since), 'limit': int(limit)},
+            expect=list)
+
+    def iter_studies(self, page_size=500):
+        """Yield pages of expanded studies until a short page.
+
+        Pages are offsets into Orthanc's list: a study deleted meanwhile may
+        shift a later one into an already-read page, which a later full
+        pass (or the changes log) catches.
+        """
+        since = 0
+        while True:
+            page = self.list_studies(since, page_size)
+            if page:
+                yield page
+            if len(page) < page_size:
+                return
+            since += len(page)
+
+    def study(self, orthanc_id):
+        return self._json(self._api.get_studies_id, _check_id(orthanc_id),
+            expect=dict)
+
+    def study_tree(self, orthanc_id):
+        study = self.study(orthanc_id)
+        series, instances = self.study_children(orthanc_id)
+        return StudyTree(study=study, series=series, instances=instances)
+
+    def study_children(self, orthanc_id):
+        "Expanded series and instances of a study: 2 requests."
+        _check_id(orthanc_id)
+        expand = {'expand': 'true'}
+        series = self._json(self._api.get_studies_id_series, orthanc_id,
+            expand, expect=list)
+        instances = self._json(self._api.get_studies_id_instances,
+            orthanc_id, expand, expect=list)
+        return series, instances
+
+    def parent_study(self, resource_type, orthanc_id):
+        "The expanded study holding a series or an instance: 1 request."
+        call = {
+            'Series': self._api.get_series_id_study,
+            'Instance': self._api.get_instances_id_study,
+            }.get(resource_type)
+        if call is None:
+            raise NotFound('no parent study for a %s' % resource_type)
+        return self._json(call, _check_id(orthanc_id), expect=dict)
+
+    def series_tree(self, orthanc_id):
+        _check_id(orthanc_id)
+        series = self._json(self._api.get_series_id, orthanc_id, expect=dict)
+        instances = self._json(self._api.get_series_id_instances, orthanc_id,
+            {'expand': 'true'}, expect=list)
+        return series, instances
+
+    def preview(self, instance_id):
+        """PNG rendering of the first frame.
+
+        Orthanc answers 415 with an empty body for what it cannot decode
+        (SR, encapsulated PDF...): that becomes Rejected(status=415).
+        """
+        response = self._send(self._api.get_instances_id_preview,
+            _check_id(instance_id), headers={'Accept': 'image/png'})
+        if response.status_code == 415:
+            raise Rejected('Orthanc cannot render this instance as an image',
+                415)
+        content = self._check(response).content
+        if not content.startswith(PNG_MAGIC):
+            raise NotOrthanc('%s did not answer a PNG image' % self.url,
+                response.status_code)
+        return content
+
+    # -- writing --
+
+    def upload(self, name, data):
+        """Store one DICOM file or one ZIP archive of DICOM files.
+
+        Orthanc's 400 means "this file is not DICOM": reported per file,
+        not raised. Inside a ZIP, Orthanc silently skips what is not DICOM
+        and does not name the files it stored, so stored instances are all
+        reported under the archive's name and skipped entries are counted
+        in one extra 'Rejected' entry.
+        """
+        response = self._send(self._api.post_instances, content=data)
+        if response.status_code == 400:
+            return [UploadedFile(name, 'Rejected',
+                    reason=_orthanc_message(response))]
+        self._check(response)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, (dict, list)):
+            raise NotOrthanc('%s did not answer the expected JSON'
+                % self.url, response.status_code)
+        if isinstance(body, dict):
+            return [_uploaded(name, body)]
+        result = [_uploaded(name, item) for item in body
+            if isinstance(item, dict)]
+        skipped = _zip_file_count(data) - len(result)
+        if skipped > 0 or not result:
+            result.append(UploadedFile(name, 'Rejected', reason=(
+                        '%d file(s) of the archive are not DICOM'
+                        % max(skipped, 0)) if skipped > 0
+                    else 'the archive holds no DICOM file'))
+        return result
+
+    def delete_study(self, orthanc_id):
+        return self._delete(self._api.delete_studies_id, orthanc_id)
+
+    def delete_series(self, orthanc_id):
+        return self._delete(self._api.delete_series_id, orthanc_id)
+
+    def _delete(self, call, orthanc_id):
+        "True if deleted, False if it was already gone."
+        try:
+            self._check(self._send(call, _check_id(orthanc_id)))
+        except NotFound:
+            return False
+        return True
+
+
+def _describe(exc):
+    "A short text for a transport exception, without any URL user-info."
+    text = str(exc) or exc.__class__.__name__
+    return redact(text)[:200]
+
+
+def _uploaded(name, item):
+    status = item.get('Status')
+    if status in ('Success', 'AlreadyStored'):
+        return UploadedFile(name, status, item.get('ID'),
+            item.get('ParentStudy'))
+    # 'FilteredOut' (a Lua or plugin filter refused the instance) still
+    # carries IDs, but nothing was stored under them.
+    if status == 'FilteredOut':
+        reason = 'filtered out by the server'
+    else:
+        reason = str(status or 'refused by Orthanc')
+    return UploadedFile(name, 'Rejected', reason=reason)
+
+
+def _zip_file_count(data):
+    "Number of files (not folders) in a ZIP archive; 0 if unreadable."
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return sum(1 for i in archive.infolist() if not i.is_dir())
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return 0
+
+
+# --- One client per server per process -------------------------------------
+
+_CACHE_SIZE = 32
+_cache = OrderedDict()
+_cache_lock = threading.Lock()
+_cache_pid = None
+
+
+def client_for(url, user, password, *, timeout=30.0, verify=True):
+    """A cached OrthancClient, so each server keeps one connection pool.
+
+    Bounded LRU: evicted clients are closed. After a fork the inherited
+    clients are dropped without closing (their sockets belong to the parent).
+    """
+    global _cache_pid
+    key = (url, user, password, float(timeout),
+        verify if isinstance(verify, bool) else str(verify))
+    with _cache_lock:
+        if _cache_pid != os.getpid():
+            _cache.clear()
+            _cache_pid = os.getpid()
+        client = _cache.get(key)
+        if client is not None:
+            _cache.move_to_end(key)
+            return client
+        client = OrthancClient(url, user, password, timeout=timeout,
+            verify=verify)
+        _cache[key] = client
+        evicted = []
+        while len(_cache) > _CACHE_SIZE:
+            evicted.append(_cache.popitem(last=False)[1])
+    for old in evicted:
+        old.close()
+    return client

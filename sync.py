@@ -64,27 +64,28 @@ class SyncServer(metaclass=PoolMeta):
     # --- entry points: buttons, cron, wizards --------------------------
     @classmethod
     @ModelView.button
-    def sync_changes(cls, servers=None):
+    def sync_changes(cls, servers):
         "Store what changed on Orthanc since each server's cursor."
-        return cls._run_sync(servers, 'incremental')
+        cls.synchronize(servers, 'incremental')
 
     @classmethod
     @ModelView.button
-    def full_sync(cls, servers=None):
+    def full_sync(cls, servers):
         "Reconcile every study of each server with Orthanc."
-        return cls._run_sync(servers, 'full')
+        cls.synchronize(servers, 'full')
 
     @classmethod
     def cron_sync_changes(cls):
-        cls._run_sync(None, 'incremental', raise_errors=False)
+        cls.synchronize(None, 'incremental', raise_errors=False)
 
     @classmethod
     def cron_full_sync(cls):
-        cls._run_sync(None, 'full', raise_errors=False)
+        cls.synchronize(None, 'full', raise_errors=False)
 
     @classmethod
     @without_check_access
-    def _run_sync(cls, servers, kind, raise_errors=True):
+    def synchronize(cls, servers, kind, raise_errors=True):
+        "Sync servers (all when None); return the SyncStats of the run."
         if servers is None:
             servers = cls.search([])
         if not servers:
@@ -255,13 +256,13 @@ class SyncStudy(metaclass=PoolMeta):
     def get_new_studies(cls):
         "Incremental sync of every server (name kept from the spec)."
         Server = Pool().get('gnuhealth.orthanc.config')
-        return Server.sync_changes(None)
+        return Server.synchronize(None, 'incremental')
 
     @classmethod
     def full_synchronize(cls):
         "Full reconciliation of every server (name kept from the spec)."
         Server = Pool().get('gnuhealth.orthanc.config')
-        return Server.full_sync(None)
+        return Server.synchronize(None, 'full')
 
     @classmethod
     def known_orthanc_ids(cls, server, orthanc_ids):
@@ -648,13 +649,12 @@ class _SyncWizard(Wizard):
     def transition_sync(self):
         Server = Pool().get('gnuhealth.orthanc.config')
         servers = list(self.start.servers) or Server.search([])
-        method = 'sync_changes' if self.kind == 'incremental' else 'full_sync'
         if config.getboolean('queue', 'worker', default=False):
             # A worker runs it: the client does not wait for a large sync.
-            getattr(Server.__queue__, method)(servers)
+            Server.__queue__.synchronize(servers, self.kind)
             self.result.message = gettext('health_orthanc.msg_sync_queued')
         else:
-            stats = getattr(Server, method)(servers)
+            stats = Server.synchronize(servers, self.kind)
             self.result.message = gettext('health_orthanc.msg_sync_done',
                 created=stats.created, updated=stats.updated,
                 removed=stats.removed, kept=stats.kept_missing)

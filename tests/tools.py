@@ -1,0 +1,88 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Proteus helpers creating the GNU Health records scenarios and the demo
+need: patients, health professionals, imaging tests, requests, results."""
+import datetime
+
+from proteus import Model, Wizard
+
+
+def create_patient(puid, lastname, name, gender='m', birth_date=None,
+        alternative_ids=()):
+    "A patient whose PUID (party ref) is puid."
+    Party = Model.get('party.party')
+    Patient = Model.get('gnuhealth.patient')
+    party = Party(name=name, lastname=lastname, is_person=True,
+        is_patient=True, gender=gender, ref=puid)
+    if birth_date:
+        party.dob = birth_date
+    for code in alternative_ids:
+        party.alternative_ids.new(code=code, alternative_id_type='other')
+    party.save()
+    # GNU Health creates the patient of a party marked is_patient.
+    patients = Patient.find([('party', '=', party.id)])
+    if patients:
+        return patients[0]
+    patient = Patient(party=party)
+    patient.save()
+    return patient
+
+
+def create_health_professional(name='House', lastname='Gregory'):
+    Party = Model.get('party.party')
+    Professional = Model.get('gnuhealth.healthprofessional')
+    party = Party(name=name, lastname=lastname, is_person=True,
+        is_healthprof=True, gender='m')
+    party.save()
+    professionals = Professional.find([('party', '=', party.id)])
+    if professionals:
+        return professionals[0]
+    professional = Professional(party=party)
+    professional.save()
+    return professional
+
+
+def create_imaging_test(code='CTHEAD', name='CT head'):
+    "An imaging test type, test and its product."
+    Uom = Model.get('product.uom')
+    Template = Model.get('product.template')
+    TestType = Model.get('gnuhealth.imaging.test.type')
+    Test = Model.get('gnuhealth.imaging.test')
+    unit, = Uom.find([('name', '=', 'Unit')])
+    template = Template(name=name, type='service', default_uom=unit)
+    template.save()
+    test_type = TestType(code=code[:2], name=name.split()[0])
+    test_type.save()
+    test = Test(code=code, name=name, test_type=test_type,
+        product=template.products[0])
+    test.save()
+    return test
+
+
+def create_request(patient, test, doctor):
+    """A requested imaging test; its order code (request.request) is what a
+    modality puts in the DICOM AccessionNumber."""
+    Request = Model.get('gnuhealth.imaging.test.request')
+    request = Request(patient=patient, requested_test=test, doctor=doctor,
+        date=datetime.datetime.now())
+    request.save()
+    request.click('requested')
+    return request
+
+
+def create_result(request):
+    "The result of a request, made as users do: with the request's wizard."
+    Result = Model.get('gnuhealth.imaging.test.result')
+    Wizard('wizard.generate.result', [request])
+    result, = Result.find([('request', '=', request.id)])
+    return result
+
+
+def register_server(orthanc, label='PACS'):
+    "A server record for a test OrthancServer, checked and validated."
+    Server = Model.get('gnuhealth.orthanc.config')
+    server = Server(label=label, domain=orthanc.url, user=orthanc.user,
+        password=orthanc.password)
+    server.save()
+    server.click('check_connection')
+    server.reload()
+    return server

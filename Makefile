@@ -15,14 +15,23 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 include $(ROOT)/web.mk
 
-.PHONY: help deps apt venv postgres test test-sqlite test-postgresql demo bench clean
+.PHONY: help deps apt venv old-venv postgres test test-sqlite test-postgresql demo bench clean
 
 help:
 	@echo "make demo   Orthanc + GNU Health demo database + trytond with the web client"
 	@echo "make test   the whole suite (SQLite, PostgreSQL, browser)"
 	@echo "make bench  the benchmarks in benchmarks/"
 
-deps: apt venv sao browser-deps
+deps: apt venv old-venv sao browser-deps
+
+# The earlier health_orthanc (PyPI), for the in-place upgrade test only.
+OLD_VENV := $(BUILD)/venv-old
+old-venv: $(BUILD)/venv-old.stamp
+$(BUILD)/venv-old.stamp:
+	@mkdir -p $(BUILD)
+	test -x $(OLD_VENV)/bin/python || $(PYTHON) -m venv $(OLD_VENV)
+	$(OLD_VENV)/bin/pip install -q "gnuhealth-orthanc==5.0.0rc3" requests
+	@touch $@
 
 # apt-get update only when a package is missing.
 apt: $(BUILD)/apt.stamp

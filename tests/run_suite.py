@@ -36,6 +36,7 @@ def backends():
 def run_pytest(name, env_extra, pytest_args):
     report = os.path.join(BUILD, 'junit-%s.xml' % name)
     env = {**os.environ, **env_extra}
+    env.setdefault('HEALTH_ORTHANC_OLD_VENV', os.path.join(BUILD, 'venv-old'))
     cmd = [sys.executable, '-m', 'pytest', '-p', 'no:cacheprovider',
         '-W', 'ignore::UserWarning', '-p', 'no:logging', '--junitxml', report,
         '--pyargs', 'trytond.modules.health_orthanc.tests', *pytest_args]

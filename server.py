@@ -179,13 +179,18 @@ class ServerConfig(ModelSQL, ModelView):
             client.close()
         return True
 
-    @classmethod
-    def preprocess_values(cls, mode, values):
-        values = super().preprocess_values(mode, values)
+    @staticmethod
+    def _normalized(values):
+        "Values with URLs stripped of blanks and trailing slashes."
+        values = dict(values)
         for name in ('domain', 'proxy_domain'):
             if values.get(name) is not None:
                 values[name] = normalize_url(values[name]) or None
         return values
+
+    @classmethod
+    def create(cls, vlist):
+        return super().create([cls._normalized(v) for v in vlist])
 
     @classmethod
     def validate_fields(cls, servers, field_names):
@@ -209,6 +214,7 @@ class ServerConfig(ModelSQL, ModelView):
         actions = iter(args)
         args = []
         for servers, values in zip(actions, actions):
+            values = cls._normalized(values)
             if values.keys() & {'domain', 'user', 'password', 'verify_tls',
                     'ca_bundle'} and 'validated' not in values:
                 values = {**values, 'validated': False}

@@ -1,0 +1,357 @@
+#!/usr/bin/env node
+// End-to-end browser test of the DICOM upload through SAO (Tryton web client
+// 7.0) with the binary_dicom widget of custom.js, in Debian's chromium.
+//
+// Environment:
+//   TRYTON_URL       SAO served by trytond, e.g. http://127.0.0.1:8000/
+//   TRYTON_DB        database name
+//   TRYTON_LOGIN     user name (default admin)
+//   TRYTON_PASSWORD  password
+//   DICOM_FILES      DICOM files to upload, separated by ':'
+//   TEXT_FILE        a non-DICOM file uploaded with them (must be rejected)
+//   SCREENSHOT       PNG of the upload result; also written: <name>-form.png
+//                    (filled wizard), <name>-study.png (study form),
+//                    <name>-failure.png (state at a failure)
+// Optional:
+//   STOP_AFTER       login | open | upload: stop successfully after that step
+//   UPLOAD_MENU, STUDIES_MENU, ORTHANC_SERVER, VIEWER_FIELD: see CONFIG
+//   CHROMIUM         default /usr/bin/chromium
+//   TIMEOUT          milliseconds per step (default 30000; the upload x4)
+//
+// Exit code 0 when every step passed, 1 with a message otherwise.
+import path from 'node:path';
+import fs from 'node:fs';
+
+import {launch} from './lib.mjs';
+
+// ---- What to look for: adjust here when names change --------------------
+const CONFIG = {
+    // menu entries, as their full path (ir.ui.menu rec_name); the last
+    // part is typed in SAO's global search box ("Action")
+    uploadMenu: process.env.UPLOAD_MENU ||
+        'Health / Imaging / Orthanc / Upload Image Data',
+    studiesMenu: process.env.STUDIES_MENU ||
+        'Health / Imaging / Orthanc / Studies',
+    // wizard start view
+    dataField: 'data_to_upload',
+    serverField: 'server',           // many2one/selection, filled if empty
+    server: process.env.ORTHANC_SERVER || '',
+    uploadButton: /^\s*Upload\s*$/i,
+    // result view: its whole text (labels + field values) must match all
+    result: [/\b3\b[^\n]*stored|stored[^\n]*\b3\b/i,
+        /\b1\b[^\n]*rejected|rejected[^\n]*\b1\b/i],
+    closeButtons: /^\s*(Close|OK|Done|End)\s*$/i,
+    // study form: a URL field with the viewer link
+    viewerField: process.env.VIEWER_FIELD || 'viewer_url',
+};
+
+const env = name => process.env[name] || '';
+const TRYTON_URL = env('TRYTON_URL');
+const DB = env('TRYTON_DB');
+const LOGIN = env('TRYTON_LOGIN') || 'admin';
+const PASSWORD = env('TRYTON_PASSWORD');
+const DICOM_FILES = env('DICOM_FILES').split(':').filter(Boolean);
+const TEXT_FILE = env('TEXT_FILE');
+const SCREENSHOT = path.resolve(env('SCREENSHOT') || 'upload.png');
+const STOP_AFTER = env('STOP_AFTER');
+const TIMEOUT = Number(env('TIMEOUT') || 30000);
+
+const shot = suffix => SCREENSHOT.replace(/(\.png)?$/i, `${suffix}.png`);
+let step = 0;
+function log(message) {
+    console.log(`[${++step}] ${message}`);
+}
+class Failure extends Error {}
+function check(condition, message) {
+    if (!condition) {
+        throw new Failure(message);
+    }
+    console.log(`    ok: ${message}`);
+}
+
+function usage() {
+    const missing = ['TRYTON_URL', 'TRYTON_DB', 'TRYTON_PASSWORD']
+        .filter(name => !env(name));
+    if (!['login', 'open'].includes(STOP_AFTER)) {
+        if (!DICOM_FILES.length) {
+            missing.push('DICOM_FILES');
+        }
+        if (!TEXT_FILE) {
+            missing.push('TEXT_FILE');
+        }
+    }
+    for (const file of [...DICOM_FILES, TEXT_FILE].filter(Boolean)) {
+        if (!fs.existsSync(file)) {
+            missing.push(`(file ${file} does not exist)`);
+        }
+    }
+    if (missing.length) {
+        console.error(`upload.mjs: missing ${missing.join(', ')}`);
+        process.exit(2);
+    }
+}
+
+// Text of the visible SAO dialogs (errors, warnings), for failure messages.
+async function dialogs(page) {
+    return page.evaluate(() => Array.from(
+        document.querySelectorAll('.modal.in'))
+        .filter(el => !el.classList.contains('wizard-dialog'))
+        .map(el => el.innerText.trim().replace(/\s+/g, ' '))
+        .filter(Boolean));
+}
+
+async function login(page) {
+    const url = new URL(TRYTON_URL);
+    url.hash = DB;
+    log(`open ${url.href}`);
+    await page.goto(url.href);
+    const loginInput = page.locator('.login-dialog #login');
+    await loginInput.waitFor({state: 'visible'});
+    check(await page.evaluate(
+        () => typeof Sao.View.Form.BinaryDicom == 'function'),
+    'SAO loaded custom.js (binary_dicom widget registered)');
+    log(`log in as ${LOGIN} on database ${DB}`);
+    await loginInput.fill(LOGIN);
+    await page.locator('.login-dialog button[type=submit]').click();
+    const password = page.locator('.ask-dialog #ask-dialog-entry');
+    await password.waitFor({state: 'visible'});
+    await password.fill(PASSWORD);
+    await page.locator('.ask-dialog .btn-primary').click();
+    // a wrong password is asked again
+    const logged = page.locator('#global-search-entry');
+    await Promise.race([
+        logged.waitFor({state: 'visible'}),
+        page.waitForTimeout(1000).then(() => password.waitFor(
+            {state: 'visible'})).then(() => {
+            throw new Failure(
+                `login refused for ${LOGIN} on ${DB} (password asked again)`);
+        }),
+    ]);
+    await page.locator('#menu .treeview tbody tr').first().waitFor();
+    check(true, 'logged in, menu loaded');
+}
+
+// Open a menu entry through the global search box.
+async function openMenu(page, menuPath) {
+    const parts = menuPath.split('/').map(s => s.trim()).filter(Boolean);
+    const wanted = parts.join(' / ').toLowerCase();
+    const leaf = parts[parts.length - 1];
+    log(`open menu "${parts.join(' / ')}" (global search "${leaf}")`);
+    const entry = page.locator('#global-search-entry');
+    await entry.fill('');
+    await entry.pressSequentially(leaf, {delay: 20});
+    const items = page.locator('.global-search-container li.completion');
+    try {
+        await items.first().waitFor({state: 'visible', timeout: 10000});
+    } catch (error) {
+        throw new Failure(`global search "${leaf}" found nothing ` +
+            '(module not activated, no access, or renamed menu?)');
+    }
+    await page.waitForTimeout(300);  // let the completion settle
+    const texts = (await items.locator('.global-search-text').allInnerTexts())
+        .map(text => text.trim());
+    const norm = text => text.toLowerCase().replace(/\s*\/\s*/g, ' / ');
+    let index = texts.findIndex(text => norm(text) == wanted);
+    if (index < 0) {
+        // the path may have moved: accept a single entry with that name
+        const same = texts.filter(text =>
+            norm(text).endsWith(' / ' + leaf.toLowerCase()) ||
+            norm(text) == leaf.toLowerCase());
+        if (same.length != 1) {
+            throw new Failure(`no menu "${menuPath}" in the global search ` +
+                `results: ${JSON.stringify(texts)}`);
+        }
+        index = texts.indexOf(same[0]);
+        console.log(`    note: "${menuPath}" not found, using "${same[0]}"`);
+    }
+    console.log(`    select "${texts[index]}"`);
+    await items.nth(index).locator('a').click();
+}
+
+// The open wizard: a modal dialog, or the active tab (window=True).
+function wizard(page) {
+    return page.locator(
+        '.wizard-dialog.in, #tabcontent > .tab-pane.active .wizard-form')
+        .last();
+}
+
+// All text of a container, including the values of its inputs.
+async function allText(locator) {
+    return locator.evaluate(el => {
+        const values = Array.from(el.querySelectorAll(
+            'input:not([type=file]):not([type=hidden]), textarea, select'))
+            .map(input => input.tagName == 'SELECT' ?
+                (input.selectedOptions[0] || {}).text || '' : input.value)
+            .filter(Boolean);
+        return [el.innerText, ...values].join('\n');
+    });
+}
+
+async function chooseServer(form) {
+    const input = form.locator(`[name="${CONFIG.serverField}"]`).first();
+    if (!await input.count()) {
+        console.log(`    no "${CONFIG.serverField}" field: nothing to choose`);
+        return;
+    }
+    const tag = await input.evaluate(el => el.tagName);
+    const shown = () => input.evaluate(el => (el.tagName == 'SELECT' ?
+        (el.selectedOptions[0] || {}).text : el.value) || '');
+    if (await shown()) {
+        console.log(`    server: ${await shown()} (default)`);
+        return;
+    }
+    if (tag == 'SELECT') {
+        const options = (await input.locator('option').allInnerTexts())
+            .filter(text => text.trim() &&
+                (!CONFIG.server || text.includes(CONFIG.server)));
+        if (!options.length) {
+            throw new Failure(`no "${CONFIG.server}" choice for ` +
+                `"${CONFIG.serverField}"`);
+        }
+        await input.selectOption({label: options[0]});
+    } else {
+        if (!CONFIG.server) {
+            throw new Failure(`the "${CONFIG.serverField}" field is empty ` +
+                'and ORTHANC_SERVER is not set');
+        }
+        await input.fill(CONFIG.server);
+        await input.press('Tab');  // many2one: search, set if one match
+        await form.page().waitForTimeout(1000);
+    }
+    check(await shown(), `server set to "${await shown()}"`);
+}
+
+async function upload(page) {
+    log(`open the upload wizard`);
+    await openMenu(page, CONFIG.uploadMenu);
+    const form = wizard(page);
+    const widget = form.locator('.form-binary-dicom').first();
+    await widget.waitFor({state: 'visible'});
+    check(true, 'wizard open with the binary_dicom widget');
+    if (STOP_AFTER == 'open') {
+        await page.screenshot({path: SCREENSHOT});
+        return false;
+    }
+    const files = [...DICOM_FILES, TEXT_FILE];
+    log(`select ${files.length} files: ` +
+        files.map(f => path.basename(f)).join(', '));
+    await widget.locator('input[type=file]').setInputFiles(files);
+    const summary = widget.locator('input[type=text]');
+    await page.waitForFunction(
+        el => /^\d+ files?,/.test(el.value), await summary.elementHandle());
+    const text = await summary.inputValue();
+    console.log(`    widget shows "${text}"`);
+    check(text.startsWith(`${files.length} files,`),
+        `the widget counts ${files.length} files`);
+    await chooseServer(form);
+    await page.screenshot({path: shot('-form')});
+
+    log('click Upload');
+    const button = form.locator('button').filter({hasText: CONFIG.uploadButton});
+    check(await button.count() == 1, 'one Upload button');
+    await button.click();
+    // the result state: the binary widget is gone
+    try {
+        await widget.waitFor({state: 'detached', timeout: TIMEOUT * 4});
+    } catch (error) {
+        throw new Failure('the wizard did not leave the upload form ' +
+            JSON.stringify(await dialogs(page)));
+    }
+    await page.waitForTimeout(500);
+    const result = wizard(page);
+    const resultText = await allText(result);
+    console.log('    result:\n' + resultText.split('\n')
+        .filter(line => line.trim()).map(line => `      | ${line}`).join('\n'));
+    for (const pattern of CONFIG.result) {
+        check(pattern.test(resultText), `result matches ${pattern}`);
+    }
+    check(resultText.includes(path.basename(TEXT_FILE)),
+        `result names the rejected ${path.basename(TEXT_FILE)}`);
+    await page.screenshot({path: SCREENSHOT});
+    console.log(`    screenshot ${SCREENSHOT}`);
+    const close = result.locator('button').filter(
+        {hasText: CONFIG.closeButtons});
+    if (await close.count()) {
+        await close.first().click();
+    } else {
+        await page.keyboard.press('Escape');
+    }
+    await result.waitFor({state: 'hidden'}).catch(() => {});
+    return true;
+}
+
+async function studies(page) {
+    log('open the studies list');
+    await openMenu(page, CONFIG.studiesMenu);
+    const tab = page.locator('#tabcontent > .tab-pane.active');
+    const rows = tab.locator('.treeview tbody tr:not(.more-row)');
+    await rows.first().waitFor({state: 'visible'});
+    const count = await rows.count();
+    check(count >= 1, `${count} studies listed`);
+    log('open the newest study');
+    // the last created record: sort on nothing, take the highest id
+    const ids = await page.evaluate(() => {
+        const tab = Sao.Tab.tabs.get_current();
+        return tab.screen.group.map(record => record.id);
+    });
+    const newest = ids.indexOf(Math.max(...ids));
+    await rows.nth(newest).locator('td[data-title]').first().dblclick();
+    const field = tab.locator(`.form [name="${CONFIG.viewerField}"]`).first();
+    try {
+        await field.waitFor({state: 'attached'});
+    } catch (error) {
+        const names = await tab.locator('.form [name]').evaluateAll(
+            els => els.map(el => el.getAttribute('name')));
+        throw new Failure(`no field "${CONFIG.viewerField}" in the study ` +
+            `form (fields: ${names.join(', ')})`);
+    }
+    const link = await field.evaluate(el => el.value || el.href ||
+        (el.closest('.form-url') &&
+            el.closest('.form-url').querySelector('a[href]') || {}).href);
+    console.log(`    ${CONFIG.viewerField} = ${link}`);
+    check(/^https?:\/\/\S+/.test(link || ''),
+        `the study has a viewer link (${CONFIG.viewerField})`);
+    await page.screenshot({path: shot('-study')});
+    console.log(`    screenshot ${shot('-study')}`);
+}
+
+async function main() {
+    usage();
+    const browser = await launch();
+    const page = await browser.newPage({viewport: {width: 1280, height: 900}});
+    page.setDefaultTimeout(TIMEOUT);
+    const errors = [];
+    page.on('pageerror', error => errors.push(String(error)));
+    try {
+        await login(page);
+        if (STOP_AFTER == 'login') {
+            await page.screenshot({path: SCREENSHOT});
+        } else if (await upload(page) && STOP_AFTER != 'upload') {
+            await studies(page);
+        }
+        if (errors.length) {
+            console.log(`    page errors: ${JSON.stringify(errors)}`);
+        }
+        console.log('upload.mjs: all steps passed');
+    } catch (error) {
+        console.error(`FAILED at step ${step}: ${error.message}`);
+        if (!(error instanceof Failure)) {
+            console.error(error.stack);
+        }
+        const open = await dialogs(page).catch(() => []);
+        if (open.length) {
+            console.error(`open dialogs: ${JSON.stringify(open)}`);
+        }
+        if (errors.length) {
+            console.error(`page errors: ${JSON.stringify(errors)}`);
+        }
+        await page.screenshot({path: shot('-failure')}).then(
+            () => console.error(`screenshot ${shot('-failure')}`),
+            () => {});
+        process.exitCode = 1;
+    } finally {
+        await browser.close();
+    }
+}
+
+await main();

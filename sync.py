@@ -311,11 +311,16 @@ class SyncStudy(metaclass=PoolMeta):
     @classmethod
     def _store_studies(cls, server, trees, stats):
         values = {t.study['ID']: study_values(server, t) for t in trees}
-        records = upsert(cls, server, values, stats)
+        existing = cls.search([
+                ('server', '=', server.id),
+                ('orthanc_UID', 'in', list(values)),
+                ])
+        records, _ = upsert(cls, existing, values, stats)
         return records
 
     @classmethod
     def _store_series(cls, server, trees, studies, stats):
+        "Series of the trees; those Orthanc no longer lists are deleted."
         Series = Pool().get('gnuhealth.imaging_orthanc.study_series')
         values = {}
         for tree in trees:
@@ -324,16 +329,15 @@ class SyncStudy(metaclass=PoolMeta):
             for series in tree.series:
                 values[series['ID']] = series_values(
                     server, study, series, counts.get(series['ID'], 0))
-        records = upsert(Series, server, values)
-        # Series no longer in Orthanc's tree of a stored study.
-        Series.delete(Series.search([
-                    ('study', 'in', [s.id for s in studies.values()]),
-                    ('orthanc_UID', 'not in', list(values)),
-                    ]))
+        existing = Series.search([
+                ('study', 'in', [s.id for s in studies.values()])])
+        records, stale = upsert(Series, existing, values)
+        Series.delete(stale)
         return records
 
     @classmethod
     def _store_instances(cls, server, trees, series):
+        "Instances of the trees; those Orthanc no longer lists are deleted."
         Instance = Pool().get('gnuhealth.imaging_orthanc.series_instances')
         values = {}
         for tree in trees:
@@ -342,11 +346,10 @@ class SyncStudy(metaclass=PoolMeta):
                 if parent:
                     values[instance['ID']] = instance_values(
                         server, parent, instance)
-        upsert(Instance, server, values)
-        Instance.delete(Instance.search([
-                    ('series', 'in', [s.id for s in series.values()]),
-                    ('orthanc_UID', 'not in', list(values)),
-                    ]))
+        existing = Instance.search([
+                ('series', 'in', [s.id for s in series.values()])])
+        _, stale = upsert(Instance, existing, values)
+        Instance.delete(stale)
 
     @classmethod
     def remove_missing(cls, server, seen):
@@ -357,8 +360,10 @@ class SyncStudy(metaclass=PoolMeta):
         person disappears silently.
         """
         stats = SyncStats()
-        gone = [s for s in cls.search([('server', '=', server.id)])
-            if s.orthanc_UID not in seen]
+        stored = cls.search_read([('server', '=', server.id)],
+            fields_names=['orthanc_UID'])
+        gone = cls.browse([s['id'] for s in stored
+                if s['orthanc_UID'] not in seen])
         keep = [s for s in gone if s.notes or s.imaging_test]
         drop = [s for s in gone if not (s.notes or s.imaging_test)]
         to_flag = [s for s in keep if not s.missing_on_orthanc]
@@ -498,33 +503,33 @@ def count_by(items, key):
     return counts
 
 
-def upsert(Model, server, values_by_uid, stats=None):
-    """Create or update records of server keyed by Orthanc ID.
+def upsert(Model, existing, values_by_uid, stats=None):
+    """Create or update records keyed by Orthanc ID.
 
-    One search, one create and one write call for the whole batch; records
-    whose values are unchanged are not written.
+    existing: the stored records that may match (one search by the caller).
+    One create and one write call for the whole batch; records whose
+    values are unchanged are not written.  Returns the records by Orthanc
+    ID and the existing records that values_by_uid no longer has.
     """
-    if not values_by_uid:
-        return {}
-    existing = {r.orthanc_UID: r for r in Model.search([
-                ('server', '=', server.id),
-                ('orthanc_UID', 'in', list(values_by_uid)),
-                ])}
+    by_uid = {r.orthanc_UID: r for r in existing}
     to_create, to_write = [], []
     for uid, values in values_by_uid.items():
-        record = existing.get(uid)
+        record = by_uid.get(uid)
         if record is None:
             to_create.append(values)
-        elif changed_values(record, values):
-            to_write.extend(([record], changed_values(record, values)))
+            continue
+        changed = changed_values(record, values)
+        if changed:
+            to_write.extend(([record], changed))
     if to_write:
         Model.write(*to_write)
     created = Model.create(to_create) if to_create else []
     if stats is not None:
         stats.created += len(created)
         stats.updated += len(to_write) // 2
-    existing.update((r.orthanc_UID, r) for r in created)
-    return existing
+    stale = [r for uid, r in by_uid.items() if uid not in values_by_uid]
+    by_uid.update((r.orthanc_UID, r) for r in created)
+    return by_uid, stale
 
 
 def changed_values(record, values):

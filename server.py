@@ -52,6 +52,11 @@ def orthanc_errors(label, message='msg_server_error',
                 server=label, reason=describe_error(exc), **values)) from exc
 
 
+def presence(found):
+    return gettext('health_orthanc.msg_present' if found
+        else 'health_orthanc.msg_absent')
+
+
 def normalize_url(value):
     "The URL without surrounding blanks nor trailing slash."
     return (value or '').strip().rstrip('/')
@@ -257,6 +262,10 @@ class ServerConfig(ModelSQL, ModelView):
             'check_message': gettext('health_orthanc.msg_check_ok',
                 name=info.name, version=info.version,
                 studies=info.study_count,
+                dicomweb=presence(info.has_dicomweb),
+                ohif=presence(info.has_ohif),
+                stone=presence(info.has_stone),
+                webviewer=presence(info.has_webviewer),
                 plugins=', '.join(info.plugins) or '-'),
             }
 

@@ -8,7 +8,10 @@ SQLite and as template databases on PostgreSQL, so GNU Health is activated
 once per database backend rather than once per test class.
 """
 import argparse
+import glob
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -31,6 +34,51 @@ def backends():
             'DB_CACHE': PG_URI,
             },
         }
+
+
+def source_hash():
+    "A digest of what activation reads: the module's Python and XML."
+    digest = hashlib.sha256()
+    patterns = ['*.py', '*.xml', 'tryton.cfg', 'view/*.xml', 'security/*.xml']
+    for pattern in patterns:
+        for path in sorted(glob.glob(os.path.join(ROOT, pattern))):
+            with open(path, 'rb') as source:
+                digest.update(path.encode() + source.read())
+    return digest.hexdigest()
+
+
+def invalidate_stale_caches():
+    """trytond keys cached databases by module name only: drop them when
+    the module's sources changed since they were made."""
+    marker = os.path.join(BUILD, 'db-cache.source')
+    current = source_hash()
+    try:
+        with open(marker) as fp:
+            if fp.read() == current:
+                return
+    except FileNotFoundError:
+        pass
+    shutil.rmtree(backends()['sqlite']['DB_CACHE'], ignore_errors=True)
+    drop_postgresql_caches()
+    with open(marker, 'w') as fp:
+        fp.write(current)
+
+
+def drop_postgresql_caches():
+    "Drop trytond's template databases (test-<hash>) on PG_URI, if any."
+    import psycopg2
+    try:
+        connection = psycopg2.connect(PG_URI.rstrip('/') + '/postgres')
+    except psycopg2.OperationalError as exc:  # no server: nothing cached
+        print('PostgreSQL cache not checked: %s' % exc)
+        return
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT datname FROM pg_database "
+            "WHERE datname ~ '^test-[0-9a-f]{40}$'")
+        for name, in cursor.fetchall():
+            cursor.execute('DROP DATABASE IF EXISTS "%s"' % name)
+    connection.close()
 
 
 def run_pytest(name, env_extra, pytest_args):
@@ -78,6 +126,7 @@ def main():
     parser.add_argument('pytest_args', nargs='*')
     args = parser.parse_args()
     os.makedirs(BUILD, exist_ok=True)
+    invalidate_stale_caches()
     results = {}
     for name, env in backends().items():
         if args.only in (None, name):

@@ -166,25 +166,33 @@ class SyncServer(metaclass=PoolMeta):
                 child_changes.append(change)
         known = Study.known_orthanc_ids(self,
             [c.resource_id for c in child_changes])
-        trees = []
-        for study_id in study_ids:
-            tree = self._fetch_tree_if_changed(study_id)
-            covered.add(study_id)
-            if tree:
-                trees.append(tree)
-                covered.update(orthanc_ids_of(tree))
+        studies = list(filter(None, map(self._study_or_none, study_ids)))
+        covered.update(study_ids)
+        trees = self._fetch_trees(Study.needs_update(self, studies), covered)
         for change in child_changes:
             if change.resource_id in covered or change.resource_id in known:
                 continue
             study = self._parent_study(change)
-            if study is None:
-                continue
-            tree = self._fetch_tree(study)
+            if study is not None:
+                trees.extend(self._fetch_trees([study], covered))
+        return trees
+
+    def _fetch_trees(self, studies, covered):
+        "Trees of studies, whose Orthanc IDs are then covered."
+        trees = []
+        for study in studies:
             covered.add(study['ID'])
+            tree = self._fetch_tree(study)
             if tree:
                 trees.append(tree)
                 covered.update(orthanc_ids_of(tree))
         return trees
+
+    def _study_or_none(self, study_id):
+        try:
+            return self.client.study(study_id)
+        except orthanc.NotFound:
+            return None
 
     def _parent_study(self, change):
         "The parent study of a series or instance; None if it is gone."
@@ -193,17 +201,6 @@ class SyncServer(metaclass=PoolMeta):
                 change.resource_type, change.resource_id)
         except orthanc.NotFound:
             return None
-
-    def _fetch_tree_if_changed(self, study_id):
-        "The study's tree, None if it is gone or unchanged since stored."
-        Study = Pool().get('gnuhealth.imaging_orthanc.study')
-        try:
-            study = self.client.study(study_id)
-        except orthanc.NotFound:
-            return None
-        if not Study.needs_update(self, [study]):
-            return None
-        return self._fetch_tree(study)
 
     def _fetch_tree(self, study):
         try:

@@ -179,9 +179,47 @@ class PatientOrthancStudy(ModelSQL, ModelView):
             ]
 
 
-class StudySeries(ModelSQL, ModelView):
+class MirroredChild:
+    """A series or an instance: unique per server on its Orthanc ID, with
+    the server copied from its parent in databases of the earlier module,
+    which stored the server on studies only."""
+    __slots__ = ()
+    _parent_field = None
+    _parent_model = None
+    _unique_message = None
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        t = cls.__table__()
+        cls._sql_constraints += [
+            ('orthanc_uid_server_unique', Unique(t, t.server, t.orthanc_UID),
+                cls._unique_message),
+            ]
+
+    @classmethod
+    def __register__(cls, module):
+        had_server = cls.__table_handler__(module).column_exist('server')
+        super().__register__(module)
+        if not had_server:
+            cls._server_from_parent()
+
+    @classmethod
+    def _server_from_parent(cls):
+        Parent = Pool().get(cls._parent_model)
+        cursor = Transaction().connection.cursor()
+        child, parent = cls.__table__(), Parent.__table__()
+        cursor.execute(*child.update([child.server], parent.select(
+                    parent.server,
+                    where=parent.id == getattr(child, cls._parent_field))))
+
+
+class StudySeries(MirroredChild, ModelSQL, ModelView):
     "Orthanc Series"
     __name__ = 'gnuhealth.imaging_orthanc.study_series'
+    _parent_field = 'study'
+    _parent_model = 'gnuhealth.imaging_orthanc.study'
+    _unique_message = 'health_orthanc.msg_series_unique'
 
     study = fields.Many2One('gnuhealth.imaging_orthanc.study', 'Study',
         required=True, readonly=True, ondelete='CASCADE')
@@ -205,30 +243,8 @@ class StudySeries(ModelSQL, ModelView):
     @classmethod
     def __setup__(cls):
         super().__setup__()
-        t = cls.__table__()
-        cls._sql_constraints += [
-            ('orthanc_uid_server_unique', Unique(t, t.server, t.orthanc_UID),
-                'health_orthanc.msg_series_unique'),
-            ]
         cls._order = [('study', 'DESC'), ('series_number', 'ASC'),
             ('id', 'ASC')]
-
-    @classmethod
-    def __register__(cls, module):
-        table_h = cls.__table_handler__(module)
-        had_server = table_h.column_exist('server')
-        super().__register__(module)
-        if not had_server:
-            cls._migrate_server_from_study()
-
-    @classmethod
-    def _migrate_server_from_study(cls):
-        "Earlier versions had no server on series: take the study's."
-        Study = Pool().get('gnuhealth.imaging_orthanc.study')
-        cursor = Transaction().connection.cursor()
-        series, study = cls.__table__(), Study.__table__()
-        cursor.execute(*series.update([series.server],
-                study.select(study.server, where=study.id == series.study)))
 
     @classmethod
     def get_links(cls, series_list, names):
@@ -248,9 +264,12 @@ class StudySeries(ModelSQL, ModelView):
         return ' '.join(p for p in parts if p) or self.series_UID
 
 
-class SeriesInstances(ModelSQL, ModelView):
+class SeriesInstances(MirroredChild, ModelSQL, ModelView):
     "Orthanc Instance"
     __name__ = 'gnuhealth.imaging_orthanc.series_instances'
+    _parent_field = 'series'
+    _parent_model = 'gnuhealth.imaging_orthanc.study_series'
+    _unique_message = 'health_orthanc.msg_instance_unique'
 
     series = fields.Many2One('gnuhealth.imaging_orthanc.study_series',
         'Series', required=True, readonly=True, ondelete='CASCADE')
@@ -266,31 +285,8 @@ class SeriesInstances(ModelSQL, ModelView):
     @classmethod
     def __setup__(cls):
         super().__setup__()
-        t = cls.__table__()
-        cls._sql_constraints += [
-            ('orthanc_uid_server_unique', Unique(t, t.server, t.orthanc_UID),
-                'health_orthanc.msg_instance_unique'),
-            ]
         cls._order = [('series', 'ASC'), ('instance_number', 'ASC NULLS LAST'),
             ('id', 'ASC')]
-
-    @classmethod
-    def __register__(cls, module):
-        table_h = cls.__table_handler__(module)
-        had_server = table_h.column_exist('server')
-        super().__register__(module)
-        if not had_server:
-            cls._migrate_server_from_series()
-
-    @classmethod
-    def _migrate_server_from_series(cls):
-        "Earlier versions had no server on instances: take the series'."
-        Series = Pool().get('gnuhealth.imaging_orthanc.study_series')
-        cursor = Transaction().connection.cursor()
-        instance, series = cls.__table__(), Series.__table__()
-        cursor.execute(*instance.update([instance.server],
-                series.select(series.server,
-                    where=series.id == instance.series)))
 
     def get_rec_name(self, name):
         if self.instance_number is not None:

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from trytond.pool import Pool
 
-from . import imaging, ir, server, study, sync
+from . import clinical, imaging, ir, server, study, sync, upload
 
 
 def register():
@@ -20,11 +20,20 @@ def register():
         imaging.Patient,
         imaging.ImagingTestRequest,
         imaging.ImagingTestResult,
+        upload.UploadImageDataStart,
+        upload.UploadImageDataResult,
         ir.View,
         ir.Cron,
+        clinical.Study,
+        clinical.Series,
+        clinical.Instance,
+        clinical.LinkPatientStart,
         module='health_orthanc', type_='model')
     Pool.register(
         server.ConnectNewOrthancServer,
         sync.GetNewStudies,
         sync.FullSynchronize,
+        upload.UploadImageData,
+        clinical.AttachToImagingTest,
+        clinical.LinkPatient,
         module='health_orthanc', type_='wizard')

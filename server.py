@@ -77,6 +77,7 @@ def is_valid_url(value):
 class ServerConfig(ModelSQL, ModelView):
     "Orthanc Server"
     __name__ = 'gnuhealth.orthanc.config'
+    _rec_name = 'label'
 
     label = fields.Char('Label', required=True,
         help="Name shown to users for this Orthanc server")

@@ -11,10 +11,10 @@ import argparse
 import glob
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, 'build')
@@ -82,32 +82,33 @@ def drop_postgresql_caches():
 
 
 def run_pytest(name, env_extra, pytest_args):
-    report = os.path.join(BUILD, 'junit-%s.xml' % name)
     env = {**os.environ, **env_extra}
     env.setdefault('HEALTH_ORTHANC_OLD_VENV', os.path.join(BUILD, 'venv-old'))
     cmd = [sys.executable, '-m', 'pytest', '-p', 'no:cacheprovider',
-        '-W', 'ignore::UserWarning', '-p', 'no:logging', '--junitxml', report,
+        '-W', 'ignore::UserWarning', '-p', 'no:logging',
         '--pyargs', 'trytond.modules.health_orthanc.tests', *pytest_args]
     print('==== %s: %s' % (name, ' '.join(cmd)), flush=True)
-    subprocess.run(cmd, env=env, cwd=BUILD)
-    return count(report)
+    process = subprocess.Popen(cmd, env=env, cwd=BUILD, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    summary = ''
+    for line in process.stdout:
+        print(line, end='', flush=True)
+        if re.match(r'^=+ .*\d+ (passed|failed|error)', line):
+            summary = line
+    process.wait()
+    return count(summary, process.returncode)
 
 
-def count(report):
-    "(passed, failed) from a JUnit report; a missing report is a failure."
-    try:
-        suites = ET.parse(report).getroot()
-    except (OSError, ET.ParseError):
-        return 0, 1
-    if suites.tag == 'testsuite':
-        suites = [suites]
-    passed = failed = 0
-    for suite in suites:
-        tests = int(suite.get('tests', 0))
-        bad = int(suite.get('failures', 0)) + int(suite.get('errors', 0))
-        skipped = int(suite.get('skipped', 0))
-        passed += tests - bad - skipped
-        failed += bad
+def count(summary, returncode):
+    """(passed, failed) from pytest's closing line; failures and errors
+    count as failed, and a run that crashed or said nothing counts one."""
+    numbers = {word: int(n) for n, word in
+        re.findall(r'(\d+) (passed|failed|errors?)', summary)}
+    passed = numbers.get('passed', 0)
+    failed = (numbers.get('failed', 0) + numbers.get('error', 0)
+        + numbers.get('errors', 0))
+    if returncode and not failed:
+        failed = 1
     return passed, failed
 
 

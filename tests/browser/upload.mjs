@@ -15,6 +15,7 @@
 // Optional:
 //   STOP_AFTER       login | open | upload: stop successfully after that step
 //   UPLOAD_MENU, STUDIES_MENU, ORTHANC_SERVER, VIEWER_FIELD: see CONFIG
+//   STUDY_TEXT       text the uploaded study shows in lists (its description)
 //   CHROMIUM         default /usr/bin/chromium
 //   TIMEOUT          milliseconds per step (default 30000; the upload x4)
 //
@@ -29,20 +30,26 @@ const CONFIG = {
     // menu entries, as their full path (ir.ui.menu rec_name); the last
     // part is typed in SAO's global search box ("Action")
     uploadMenu: process.env.UPLOAD_MENU ||
-        'Health / Imaging / Orthanc / Upload Image Data',
+        'Health / Medical Imaging / Orthanc / Upload Image Data',
     studiesMenu: process.env.STUDIES_MENU ||
-        'Health / Imaging / Orthanc / Studies',
+        'Health / Medical Imaging / Orthanc / Orthanc Studies',
     // wizard start view
     dataField: 'data_to_upload',
     serverField: 'server',           // many2one/selection, filled if empty
     server: process.env.ORTHANC_SERVER || '',
     uploadButton: /^\s*Upload\s*$/i,
     // result view: its whole text (labels + field values) must match all
-    result: [/\b3\b[^\n]*stored|stored[^\n]*\b3\b/i,
-        /\b1\b[^\n]*rejected|rejected[^\n]*\b1\b/i],
+    // (the summary of upload.py's msg_upload_summary / msg_upload_studies)
+    result: [/\b4 file\(s\) sent\b/, /\b3 DICOM instance\(s\) stored\b/,
+        /\b0 already stored\b/, /\b1 rejected\b/,
+        /\b1 study\(ies\) in GNU Health, 1 of them new\b/],
+    // the studies of the upload, listed in the result view
+    resultStudies: 'studies',
+    studyText: process.env.STUDY_TEXT || '',
     closeButtons: /^\s*(Close|OK|Done|End)\s*$/i,
-    // study form: a URL field with the viewer link
-    viewerField: process.env.VIEWER_FIELD || 'viewer_url',
+    // study form: a URL field with the viewer link (Debian's plugins: the
+    // Orthanc Explorer and Web Viewer; OHIF and Stone are not packaged)
+    viewerField: process.env.VIEWER_FIELD || 'explorer_link',
 };
 
 const env = name => process.env[name] || '';
@@ -267,6 +274,26 @@ async function upload(page) {
     }
     check(resultText.includes(path.basename(TEXT_FILE)),
         `result names the rejected ${path.basename(TEXT_FILE)}`);
+    for (const file of DICOM_FILES) {
+        check(!resultText.includes(`${path.basename(file)}:`),
+            `${path.basename(file)} is not among the rejected files`);
+    }
+    const listed = result.locator(
+        `.form-many2many:has([name="${CONFIG.resultStudies}"]) ` +
+        '.treeview tbody ' +
+        'tr:not(.more-row)').filter({hasText: /\S/});
+    try {
+        await listed.first().waitFor({state: 'visible', timeout: 10000});
+    } catch (error) {
+        throw new Failure('the result lists no study');
+    }
+    const listedText = (await listed.allInnerTexts()).join('\n');
+    console.log(`    studies listed: ${listedText.replace(/\s+/g, ' ')}`);
+    check(await listed.count() == 1, 'the result lists 1 study');
+    if (CONFIG.studyText) {
+        check(listedText.includes(CONFIG.studyText),
+            `the listed study shows "${CONFIG.studyText}"`);
+    }
     await page.screenshot({path: SCREENSHOT});
     console.log(`    screenshot ${SCREENSHOT}`);
     const close = result.locator('button').filter(
@@ -295,7 +322,12 @@ async function studies(page) {
         return tab.screen.group.map(record => record.id);
     });
     const newest = ids.indexOf(Math.max(...ids));
-    await rows.nth(newest).locator('td[data-title]').first().dblclick();
+    const row = rows.nth(newest);
+    if (CONFIG.studyText) {
+        check((await row.innerText()).includes(CONFIG.studyText),
+            `the newest study in the list shows "${CONFIG.studyText}"`);
+    }
+    await row.locator('td[data-title]').first().dblclick();
     const field = tab.locator(`.form [name="${CONFIG.viewerField}"]`).first();
     try {
         await field.waitFor({state: 'attached'});

@@ -1,0 +1,286 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A running stack: Orthanc, a GNU Health SQLite database, trytond serving
+SAO.  Shared by tests/browser_run.py (throw-away) and scripts/demo.py
+(persistent, reused).
+
+Everything listens on loopback.  Processes are started by this module and
+stopped by their PID only.  Executables come from the running Python's
+bin folder (trytond, trytond-admin) and from Debian (Orthanc, chromium).
+"""
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from . import orthanc_server
+from .orthanc_server import OrthancServer, free_port
+
+__all__ = ['ROOT', 'SAO_DIR', 'BIN', 'OrthancServer', 'free_port',
+    'port_free', 'clean_env', 'write_trytond_conf', 'database_activated',
+    'create_database', 'start_trytond', 'stop_process', 'wait_http',
+    'proteus_connect', 'mark_config_wizards_done', 'register_server',
+    'MAX_SIZE_AUTHENTICATED']
+
+# Resolve the module symlink (site-packages/trytond/modules/health_orthanc)
+# to the repository.
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+SAO_DIR = os.path.abspath(os.environ.get('SAO_DIR')
+    or os.path.join(ROOT, 'web', 'build', 'sao'))
+BIN = os.path.dirname(sys.executable)
+MODULE = 'health_orthanc'
+
+# Request size limits of trytond 7.0 ([request] section, bytes).  The
+# JSON-RPC body carries binary values in base64 (4/3 of their size):
+# 500 MB lets 200 MB of DICOM through with room to spare, as nginx's
+# client_max_body_size 500M does.
+MAX_SIZE = 2 * 1024 * 1024  # not logged in: the trytond default
+MAX_SIZE_AUTHENTICATED = 500 * 1000 * 1000
+
+
+def port_free(port, host='127.0.0.1'):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def clean_env(**extra):
+    "The environment without settings aimed at the test database."
+    env = {key: value for key, value in os.environ.items()
+        if not key.startswith(('TRYTOND_', 'DB_'))}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def write_trytond_conf(path, *, data_dir, listen, web_root=SAO_DIR,
+        uri='sqlite://'):
+    "A trytond.conf for a SQLite database folder, serving SAO at listen."
+    text = '\n'.join([
+            '# Written by health_orthanc tests/stack.py',
+            '[database]',
+            'uri = %s' % uri,
+            'path = %s' % data_dir,
+            'list = True',
+            '',
+            '[web]',
+            'listen = %s' % listen,
+            'root = %s' % web_root,
+            '',
+            '[request]',
+            '# Uploads of 200 MB of DICOM arrive base64-encoded in JSON-RPC.',
+            'max_size = %d' % MAX_SIZE,
+            'max_size_authenticated = %d' % MAX_SIZE_AUTHENTICATED,
+            '',
+            '[session]',
+            'timeout = 3600',
+            '',
+            ])
+    with open(path, 'w') as fp:
+        fp.write(text)
+    return path
+
+
+def sqlite_file(data_dir, name):
+    return os.path.join(data_dir, name + '.sqlite')
+
+
+def database_activated(data_dir, name):
+    "True if the SQLite database exists with health_orthanc activated."
+    path = sqlite_file(data_dir, name)
+    if not os.path.exists(path):
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(
+                    'file:%s?mode=ro' % path, uri=True)) as connection:
+            row = connection.execute(
+                'SELECT state FROM ir_module WHERE name = ?',
+                (MODULE,)).fetchone()
+    except sqlite3.Error:
+        return False
+    return bool(row) and row[0] == 'activated'
+
+
+def create_database(conf, data_dir, name, password, *,
+        email='admin@example.org', log=None, timeout=1800):
+    """A new SQLite database with health_orthanc and its dependencies
+    activated; the admin user gets password (via TRYTONPASSFILE)."""
+    path = sqlite_file(data_dir, name)
+    if os.path.exists(path):
+        os.remove(path)
+    open(path, 'w').close()
+    passfile = os.path.join(data_dir, '.%s.password' % name)
+    with open(os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                0o600), 'w') as fp:
+        fp.write(password + '\n')
+    try:
+        admin = os.path.join(BIN, 'trytond-admin')
+        for args in (['--all', '--email', email],
+                ['-u', MODULE, '--activate-dependencies']):
+            _run([admin, '-c', conf, '-d', name, *args],
+                env=clean_env(TRYTONPASSFILE=passfile), log=log,
+                timeout=timeout)
+    finally:
+        os.remove(passfile)
+    return path
+
+
+def _run(command, env, log=None, timeout=None):
+    started = time.monotonic()
+    process = subprocess.run(command, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    output = process.stdout.decode(errors='replace')
+    if log:
+        with open(log, 'a') as fp:
+            fp.write('$ %s\n%s' % (' '.join(command), output))
+    if process.returncode:
+        raise RuntimeError('%s failed (exit %s) after %.0f s:\n%s' % (
+                ' '.join(command[:2]), process.returncode,
+                time.monotonic() - started, output[-3000:]))
+    return output
+
+
+def wait_http(url, timeout=60, process=None, log=None):
+    "Wait until url answers (any HTTP status) or raise."
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError('%s exited with %s%s' % (
+                    ' '.join(process.args[:1]), process.returncode,
+                    tail(log)))
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError('%s did not answer within %d s%s'
+        % (url, timeout, tail(log)))
+
+
+def tail(path, lines=30):
+    if not path:
+        return ''
+    try:
+        with open(path, errors='replace') as fp:
+            return '\n--- %s ---\n%s' % (path,
+                ''.join(fp.readlines()[-lines:]))
+    except OSError:
+        return ''
+
+
+def start_trytond(conf, url, log, env=None, timeout=120):
+    """trytond -c conf in the background, logging to log; returns the
+    Popen once url answers."""
+    with open(log, 'ab') as out:
+        process = subprocess.Popen(
+            [os.path.join(BIN, 'trytond'), '-c', conf],
+            env=env or clean_env(), stdin=subprocess.DEVNULL,
+            stdout=out, stderr=out, start_new_session=True,
+            preexec_fn=_pdeathsig)
+    try:
+        wait_http(url, timeout, process, log)
+    except Exception:
+        stop_process(process)
+        raise
+    return process
+
+
+def _pdeathsig():
+    # Linux: the child gets SIGTERM if its parent dies (even by SIGKILL).
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def stop_process(process, timeout=10):
+    "SIGTERM by PID, SIGKILL after timeout; None and ended ones are fine."
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout)
+
+
+# --- in-process proteus (setup scripts) -----------------------------------
+
+def proteus_connect(conf, name):
+    "proteus on the database through trytond in this process."
+    from proteus import config
+    # Settings aimed at a test database must not override conf.
+    for key in [k for k in os.environ if k == 'TRYTOND_DATABASE_URI'
+            or (k.startswith('TRYTOND_') and '__' in k)]:
+        del os.environ[key]
+    return config.set_trytond(database=name, config_file=conf)
+
+
+def mark_config_wizards_done():
+    "No module configuration wizard pops up at the first login."
+    from proteus import Model
+    Item = Model.get('ir.module.config_wizard.item')
+    items = Item.find([('state', '!=', 'done')])
+    for item in items:
+        item.state = 'done'
+    Item.save(items)
+
+
+def register_server(orthanc, label, public_url=None):
+    """The server record of an OrthancServer, created or pointed at its
+    current URL and credentials, then checked (validated)."""
+    from proteus import Model
+    Server = Model.get('gnuhealth.orthanc.config')
+    servers = Server.find([('label', '=', label)])
+    server = servers[0] if servers else Server(label=label)
+    server.domain = orthanc.url
+    server.proxy_domain = public_url
+    server.user = orthanc.user
+    server.password = orthanc.password
+    server.save()
+    server.click('check_connection')
+    server.reload()
+    if not server.validated:
+        raise RuntimeError('Orthanc server %s not validated: %s'
+            % (orthanc.url, server.check_message))
+    return server
+
+
+def read_json(path, default=None):
+    try:
+        with open(path) as fp:
+            return json.load(fp)
+    except (OSError, ValueError):
+        return default
+
+
+def write_json(path, value):
+    tmp = path + '.tmp'
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+            'w') as fp:
+        json.dump(value, fp, indent=2)
+    os.replace(tmp, path)
+
+
+def new_password():
+    return secrets.token_urlsafe(9)
+
+
+__all__ += ['orthanc_server', 'read_json', 'write_json', 'new_password',
+    'sqlite_file', 'tail']

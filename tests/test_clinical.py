@@ -1,0 +1,77 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Unit tests of clinical.py's pure helpers (no database, no Orthanc)."""
+import unittest
+from unittest import mock
+
+from trytond.modules.health_orthanc import clinical, orthanc
+
+PNG = b'\x89PNG\r\n\x1a\n...'
+
+
+class PreviewCacheTestCase(unittest.TestCase):
+
+    def setUp(self):
+        self.cache = clinical.PreviewCache(size=2, seconds=30)
+        self.calls = 0
+
+    def fetch(self, answer):
+        def fetch():
+            self.calls += 1
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+        return fetch
+
+    def test_second_read_reuses_the_image(self):
+        self.assertEqual(self.cache.get('a', self.fetch(PNG)), PNG)
+        self.assertEqual(self.cache.get('a', self.fetch(PNG)), PNG)
+        self.assertEqual(self.calls, 1)
+
+    def test_not_an_image_is_kept(self):
+        for _ in range(2):
+            with self.assertRaises(orthanc.Rejected) as context:
+                self.cache.get('sr', self.fetch(
+                        orthanc.Rejected('cannot render', 415)))
+            self.assertEqual(context.exception.status, 415)
+        self.assertEqual(self.calls, 1)
+
+    def test_failures_are_not_kept(self):
+        for error in [orthanc.Unreachable('down'),
+                orthanc.Rejected('forbidden', 403)]:
+            for _ in range(2):
+                with self.assertRaises(type(error)):
+                    self.cache.get(str(error), self.fetch(error))
+        self.assertEqual(self.calls, 4)
+
+    def test_size_bound(self):
+        for key in 'abc':
+            self.cache.get(key, self.fetch(PNG))
+        self.cache.get('a', self.fetch(PNG))
+        self.assertEqual(self.calls, 4)
+        self.cache.get('c', self.fetch(PNG))
+        self.assertEqual(self.calls, 4)
+
+    def test_expiry(self):
+        with mock.patch.object(clinical.time, 'monotonic', return_value=100):
+            self.cache.get('a', self.fetch(PNG))
+        with mock.patch.object(clinical.time, 'monotonic', return_value=129):
+            self.cache.get('a', self.fetch(PNG))
+        self.assertEqual(self.calls, 1)
+        with mock.patch.object(clinical.time, 'monotonic', return_value=131):
+            self.cache.get('a', self.fetch(PNG))
+        self.assertEqual(self.calls, 2)
+
+
+class HelpersTestCase(unittest.TestCase):
+
+    def test_split_person_name(self):
+        self.assertEqual(clinical.split_person_name('SMITH, ANN MARIE'),
+            ('SMITH', ['ANN', 'MARIE']))
+        self.assertEqual(clinical.split_person_name('SMITH'), ('SMITH', []))
+        self.assertEqual(clinical.split_person_name(None), ('', []))
+
+    def test_is_not_an_image(self):
+        self.assertTrue(clinical.is_not_an_image(orthanc.Rejected('x', 415)))
+        self.assertFalse(clinical.is_not_an_image(orthanc.Rejected('x', 403)))
+        self.assertFalse(clinical.is_not_an_image(orthanc.NotFound('x', 404)))
+        self.assertFalse(clinical.is_not_an_image(None))

@@ -1,0 +1,332 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The wizard that uploads DICOM files to Orthanc and brings the studies
+into GNU Health at once.
+
+The uploaded value is what the binary_dicom widget sends: the GNU Health
+framing of several files (GTK client and SAO's custom.js), one DICOM file,
+a ZIP archive of DICOM files or a gzip'ed file (see upload_frames.py).
+Files are sent one by one, as views of the uploaded value; what Orthanc
+refuses is reported per file and the other files are still stored.
+"""
+import logging
+from dataclasses import dataclass, field
+
+from trytond.i18n import gettext
+from trytond.model import ModelView, fields
+from trytond.pool import Pool
+from trytond.pyson import Bool, Eval, If
+from trytond.transaction import without_check_access
+from trytond.wizard import Button, StateTransition, StateView, Wizard
+
+from . import orthanc, upload_frames
+from .exceptions import OrthancUploadError
+from .server import DEFAULT_TIMEOUT, describe_error
+
+logger = logging.getLogger(__name__)
+
+# Orthanc answers a POST only once the whole file (or archive) is stored:
+# a large ZIP needs longer than the server's read timeout for queries.
+UPLOAD_TIMEOUT = 600.0
+SERVER_MODEL = 'gnuhealth.orthanc.config'
+STUDY_MODEL = 'gnuhealth.imaging_orthanc.study'
+
+
+@dataclass
+class UploadReport:
+    "What an upload did: per-file answers, then the studies in GNU Health."
+    count: int = 0  # files in the upload
+    files: list = field(default_factory=list)  # orthanc.UploadedFile
+    current: str = None  # name of the file being sent
+    studies: list = field(default_factory=list)  # study records
+    new_studies: int = 0
+    sync_error: str = None
+
+    def _count(self, status):
+        return sum(1 for f in self.files if f.status == status)
+
+    @property
+    def stored(self):
+        return self._count('Success')
+
+    @property
+    def already_stored(self):
+        return self._count('AlreadyStored')
+
+    @property
+    def rejected(self):
+        return [f for f in self.files if f.status == 'Rejected']
+
+    @property
+    def study_ids(self):
+        "Orthanc IDs of the studies the stored files belong to, in order."
+        ids = []
+        for uploaded in self.files:
+            if uploaded.study_id and uploaded.study_id not in ids:
+                ids.append(uploaded.study_id)
+        return ids
+
+
+def _rejected(name, reason):
+    return orthanc.UploadedFile(name, 'Rejected', reason=reason)
+
+
+def _payload(frame):
+    """The bytes to POST for a frame.
+
+    httpx sends bytes only: a frame that is the whole uploaded value is
+    sent as is, the others are copied one file at a time.
+    """
+    whole = frame.data.obj
+    if isinstance(whole, bytes) and len(whole) == len(frame.data):
+        return whole
+    return frame.data.tobytes()
+
+
+def send_files(client, data, names, report):
+    """POST each file of data to Orthanc, appending answers to report.
+
+    A file Orthanc refuses is reported and the next one is sent; an
+    adapter error that is not about the file (unreachable server, wrong
+    credentials, timeout) is raised with report.current naming the file.
+    """
+    report.count = upload_frames.count_frames(data)
+    labels = upload_frames.file_names(names, report.count)
+    for frame in upload_frames.iter_files(data):
+        name = report.current = labels[frame.index]
+        if frame.error:
+            report.files.append(_rejected(name, gettext(
+                        'health_orthanc.msg_upload_truncated',
+                        detail=frame.error)))
+            continue
+        if not frame.size:
+            report.files.append(_rejected(name,
+                    gettext('health_orthanc.msg_upload_empty_file')))
+            continue
+        payload = _payload(frame)
+        if upload_frames.kind_of(payload) == 'gzip':
+            try:
+                payload = upload_frames.gunzip(payload)
+            except ValueError as exc:
+                report.files.append(_rejected(name, gettext(
+                            'health_orthanc.msg_upload_bad_gzip',
+                            detail=str(exc))))
+                continue
+        try:
+            report.files.extend(client.upload(name, payload))
+        except (orthanc.Rejected, orthanc.NotFound) as exc:
+            # Refused for this file only (a filter, a size limit...).
+            report.files.append(_rejected(name, describe_error(exc)))
+        del payload
+    report.current = None
+    return report
+
+
+@without_check_access
+def upload_client(server):
+    """A pooled adapter client for uploads: the server's settings with a
+    read timeout long enough for Orthanc to store a large archive."""
+    verify = (server.ca_bundle or True) if server.verify_tls else False
+    return orthanc.client_for(server.domain, server.user, server.password,
+        timeout=max(server.timeout or DEFAULT_TIMEOUT, UPLOAD_TIMEOUT),
+        verify=verify)
+
+
+class UploadImageDataStart(ModelView):
+    "Upload Image Data"
+    __name__ = 'gnuhealth.imaging_orthanc.upload_image_data.start'
+
+    data_to_upload = fields.Binary('Files', filename='file_names',
+        help="DICOM files, or ZIP archives of DICOM files; several files "
+        "can be chosen at once")
+    file_names = fields.Char('File names',
+        help="Names of the chosen files, one per line")
+    server = fields.Many2One(SERVER_MODEL, 'Orthanc server', required=True,
+        help="The Orthanc server that stores the files")
+    patient = fields.Many2One('gnuhealth.patient', 'Patient',
+        help="Link the uploaded studies to this patient "
+        "(otherwise they are linked by their DICOM PatientID)")
+    imaging_test = fields.Many2One('gnuhealth.imaging.test.result',
+        'Imaging result',
+        domain=[If(Bool(Eval('patient')),
+                ('patient', '=', Eval('patient', -1)), ())],
+        help="Link the uploaded studies to this imaging test result")
+
+    @classmethod
+    def default_server(cls):
+        "The only, or first, validated server."
+        Server = Pool().get(SERVER_MODEL)
+        servers = Server.search([('validated', '=', True)],
+            order=[('label', 'ASC'), ('id', 'ASC')], limit=1)
+        return servers[0].id if servers else None
+
+    @fields.depends('imaging_test', 'patient')
+    def on_change_imaging_test(self):
+        if self.imaging_test and self.imaging_test.patient:
+            self.patient = self.imaging_test.patient
+
+
+class UploadImageDataResult(ModelView):
+    "Upload Image Data Result"
+    __name__ = 'gnuhealth.imaging_orthanc.upload_image_data.result'
+
+    summary = fields.Text('Result', readonly=True)
+    stored = fields.Integer('Stored', readonly=True)
+    already_stored = fields.Integer('Already stored', readonly=True)
+    rejected = fields.Integer('Rejected', readonly=True)
+    rejected_files = fields.Text('Rejected files', readonly=True,
+        states={'invisible': ~Eval('rejected_files')},
+        help="Each file Orthanc did not store, with Orthanc's reason")
+    studies = fields.Many2Many(STUDY_MODEL, None, None, 'Studies',
+        readonly=True, help="The studies of the uploaded files")
+
+
+class UploadImageData(Wizard):
+    "Upload Image Data"
+    __name__ = 'gnuhealth.imaging_orthanc.upload_image_data'
+
+    start = StateView('gnuhealth.imaging_orthanc.upload_image_data.start',
+        'health_orthanc.upload_image_data_start_form', [
+            Button('Cancel', 'end', 'tryton-cancel'),
+            Button('Upload', 'upload', 'tryton-ok', default=True),
+            ])
+    upload = StateTransition()
+    result = StateView('gnuhealth.imaging_orthanc.upload_image_data.result',
+        'health_orthanc.upload_image_data_result_form', [
+            Button('Close', 'end', 'tryton-close', default=True),
+            ])
+
+    def transition_upload(self):
+        start = self.start
+        data = start.data_to_upload
+        names = getattr(start, 'file_names', None)
+        # Never keep the files in the wizard session stored in database.
+        start.data_to_upload = None
+        # A user who may not read patients or results does not get (nor
+        # send) these fields.
+        report = self.upload_and_sync(start.server, data, names,
+            patient=getattr(start, 'patient', None),
+            imaging_test=getattr(start, 'imaging_test', None))
+        del data
+        self.result.summary = self.summary(start.server, report)
+        self.result.stored = report.stored
+        self.result.already_stored = report.already_stored
+        self.result.rejected = len(report.rejected)
+        self.result.rejected_files = '\n'.join(
+            '%s: %s' % (f.name, f.reason) for f in report.rejected) or None
+        self.result.studies = report.studies
+        return 'result'
+
+    def default_result(self, fields):
+        result = self.result
+        return {
+            'summary': result.summary,
+            'stored': result.stored,
+            'already_stored': result.already_stored,
+            'rejected': result.rejected,
+            'rejected_files': result.rejected_files,
+            'studies': [s.id for s in result.studies],
+            }
+
+    def end(self):
+        return 'reload'
+
+    @classmethod
+    def upload_and_sync(cls, server, data, names=None, patient=None,
+            imaging_test=None):
+        """Upload data to server, then store its studies in GNU Health.
+
+        What the wizard does, callable alone (benchmarks, scripts).
+        Returns an UploadReport.
+        """
+        Server = Pool().get(SERVER_MODEL)
+        if not upload_frames.count_frames(data):
+            raise OrthancUploadError(
+                gettext('health_orthanc.msg_upload_empty'))
+        # lock() restarts the transaction (trytond >= 7.0.38): before any
+        # upload, or the files would be sent twice.  It also keeps a sync
+        # of this server from running meanwhile.
+        Server.lock([server])
+        report = UploadReport()
+        client = upload_client(server)
+        try:
+            send_files(client, data, names, report)
+        except orthanc.OrthancError as exc:
+            logger.warning("Upload to %s stopped at %s: %s", server.label,
+                report.current, exc)
+            raise OrthancUploadError(gettext(
+                    'health_orthanc.msg_upload_failed', server=server.label,
+                    name=report.current, reason=describe_error(exc),
+                    done=report.stored + report.already_stored)) from exc
+        logger.info("Upload to %s: %d file(s), %d stored, %d already "
+            "stored, %d rejected", server.label, report.count,
+            report.stored, report.already_stored, len(report.rejected))
+        if report.study_ids:
+            cls._sync_studies(server, report)
+            cls._link_studies(report.studies, patient, imaging_test)
+        return report
+
+    @classmethod
+    def _sync_studies(cls, server, report):
+        "Make sure every uploaded study is stored in GNU Health."
+        pool = Pool()
+        Server = pool.get(SERVER_MODEL)
+        Study = pool.get(STUDY_MODEL)
+        ids = report.study_ids
+
+        def stored():
+            with without_check_access():
+                return Study.search([
+                        ('server', '=', server.id),
+                        ('orthanc_UID', 'in', ids),
+                        ])
+        before = {s.orthanc_UID for s in stored()}
+        # The incremental sync also stores what others sent meanwhile.
+        Server.synchronize([server], 'incremental', raise_errors=False)
+        missing = set(ids) - {s.orthanc_UID for s in stored()}
+        if missing:
+            # The changes log may have been read before the upload ended
+            # (or the sync failed): read these studies directly.
+            try:
+                trees = []
+                for orthanc_id in sorted(missing):
+                    try:
+                        trees.append(server.client.study_tree(orthanc_id))
+                    except orthanc.NotFound:
+                        pass  # deleted on Orthanc meanwhile
+                with without_check_access():
+                    Study.store_trees(server, trees)
+            except orthanc.OrthancError as exc:
+                report.sync_error = describe_error(exc)
+        by_id = {s.orthanc_UID: s for s in stored()}
+        report.studies = [by_id[i] for i in ids if i in by_id]
+        report.new_studies = len(set(by_id) - before)
+
+    @classmethod
+    def _link_studies(cls, studies, patient=None, imaging_test=None):
+        "Link to what the user chose; the sync leaves such links alone."
+        Study = Pool().get(STUDY_MODEL)
+        if not studies or not (patient or imaging_test):
+            return
+        values = {'manual_link': True}
+        if imaging_test:
+            values['imaging_test'] = imaging_test.id
+            if imaging_test.request:
+                values['imaging_request'] = imaging_test.request.id
+            patient = imaging_test.patient or patient
+        if patient:
+            values['patient'] = patient.id
+        Study.write(list(studies), values)
+
+    @classmethod
+    def summary(cls, server, report):
+        lines = [gettext('health_orthanc.msg_upload_summary',
+                files=report.count, server=server.label,
+                stored=report.stored, already=report.already_stored,
+                rejected=len(report.rejected))]
+        if report.study_ids:
+            lines.append(gettext('health_orthanc.msg_upload_studies',
+                    studies=len(report.studies), new=report.new_studies))
+        if report.sync_error:
+            lines.append(gettext('health_orthanc.msg_upload_sync_failed',
+                    reason=report.sync_error))
+        return '\n'.join(lines)

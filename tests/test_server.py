@@ -56,3 +56,35 @@ class ServerTestCase(unittest.TestCase):
                     'validated': True}])
         Server.write([server], {'domain': 'http://b.example'})
         self.assertFalse(server.validated)
+
+    @with_transaction()
+    def test_orthanc_id_unique_per_server(self):
+        from trytond.model.exceptions import SQLConstraintError
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        Study = pool.get('gnuhealth.imaging_orthanc.study')
+        Series = pool.get('gnuhealth.imaging_orthanc.study_series')
+        one, two = Server.create([
+                {'label': 'One', 'domain': 'http://one.example'},
+                {'label': 'Two', 'domain': 'http://two.example'}])
+        study = {'orthanc_UID': 'o-1', 'study_instance_UID': '1.2.3'}
+        first, _ = Study.create([{**study, 'server': one.id},
+                {**study, 'server': two.id}])
+        with self.assertRaises(SQLConstraintError):
+            Study.create([{**study, 'server': one.id}])
+
+    @with_transaction()
+    def test_series_orthanc_id_unique_per_server(self):
+        from trytond.model.exceptions import SQLConstraintError
+        pool = Pool()
+        Server = pool.get('gnuhealth.orthanc.config')
+        Study = pool.get('gnuhealth.imaging_orthanc.study')
+        Series = pool.get('gnuhealth.imaging_orthanc.study_series')
+        server, = Server.create([{'label': 'One', 'domain': 'http://one'}])
+        study, = Study.create([{'server': server.id, 'orthanc_UID': 'o-1',
+                    'study_instance_UID': '1.2.3'}])
+        series = {'server': server.id, 'study': study.id,
+            'orthanc_UID': 's-1', 'series_UID': '1.2.3.4'}
+        Series.create([series])
+        with self.assertRaises(SQLConstraintError):
+            Series.create([series])

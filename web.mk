@@ -54,7 +54,7 @@ browser-deps: $(WEB_NODE_STAMP)
 	    apt-get update && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 	fi
-	@$(CHROMIUM) --version
+	@$(CHROMIUM) --version 2>/dev/null | head -n 1
 
 browser-unit: browser-deps sao
 	$(NODE) --test $(WEB_MK_DIR)/tests/browser/

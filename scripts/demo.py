@@ -194,34 +194,10 @@ def attach_image():
     instances = Instance.find([('series.study', '=', studies[0].id)],
         order=[('series', 'ASC'), ('instance_number', 'ASC')], limit=1)
     instance, = instances
-    try:
-        # clinical.py's button: the PNG, named and described as users get it
-        instance.click('attach_image_to_imaging_test_report')
-    except Exception as exc:
-        log('attach button unavailable (%s): attaching directly' % exc)
-        attach_directly(instance, result)
-    else:
-        log('attached an image of %s to the imaging result'
-            % studies[0].rec_name)
-
-
-def attach_directly(instance, result):
-    "Fallback: the PNG preview from the adapter, as an ir.attachment."
-    from proteus import Model
-    from trytond.modules.health_orthanc import orthanc as adapter
-    Attachment = Model.get('ir.attachment')
-    server = instance.server
-    state = stack.read_json(STATE_FILE, {})
-    client = adapter.OrthancClient(server.domain, state['orthanc_user'],
-        state['orthanc_password'])
-    try:
-        png = client.preview(instance.orthanc_UID)
-    finally:
-        client.close()
-    Attachment(name='%s.png' % instance.sop_instance_UID, type='data',
-        data=png, resource=result).save()
-    log('attached the preview of %s to the imaging result'
-        % instance.sop_instance_UID)
+    # The button users click: the PNG, named and described as they get it.
+    instance.click('attach_image_to_imaging_test_report')
+    log('attached an image of %s to the imaging result'
+        % studies[0].rec_name)
 
 
 def prepare_database(conf, orthanc, state):

@@ -509,11 +509,12 @@ def upsert(Model, existing, values_by_uid, stats=None):
     ID and the existing records that values_by_uid no longer has.
     """
     by_uid = {r.orthanc_UID: r for r in existing}
-    to_create, to_write = [], []
+    to_create, create_uids, to_write = [], [], []
     for uid, values in values_by_uid.items():
         record = by_uid.get(uid)
         if record is None:
             to_create.append(values)
+            create_uids.append(uid)
             continue
         changed = changed_values(record, values)
         if changed:
@@ -525,7 +526,8 @@ def upsert(Model, existing, values_by_uid, stats=None):
         stats.created += len(created)
         stats.updated += len(to_write) // 2
     stale = [r for uid, r in by_uid.items() if uid not in values_by_uid]
-    by_uid.update((r.orthanc_UID, r) for r in created)
+    # create() returns records in the order of its values: no read-back.
+    by_uid.update(zip(create_uids, created))
     return by_uid, stale
 
 

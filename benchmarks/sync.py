@@ -1,0 +1,655 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Benchmark of the Orthanc synchronisation against its floors.
+
+Loads a generated data set into a throw-away Orthanc, then measures, each
+in a fresh Python process with a fresh database:
+
+- rest_floor: the same metadata read with the fewest REST calls, no ORM;
+- orm_floor: the same rows created with one batched create per model;
+- incremental: a first incremental sync into an empty database, then a
+  no-op incremental sync;
+- full: a full sync into an empty database, then a full sync that finds
+  nothing to change (checked to write nothing).
+
+Each measurement reports wall time, HTTP requests (the adapter's
+request_count) and peak RSS.  A fresh process per scenario keeps the
+database and the interpreter's heap of one scenario out of the next; inside
+a process the kernel's peak-RSS counter (VmHWM) is reset before each
+measurement, so a peak belongs to one measurement (it includes the
+process's baseline: trytond, the pool and the loaded modules).
+
+Prints one JSON object on stdout, progress on stderr; the exit code is 0
+even when a target is missed (it is a measurement).
+
+    python benchmarks/sync.py [--studies 200 --series 3 --instances 10]
+        [--scale] [--db sqlite|postgresql]
+"""
+import argparse
+import hashlib
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import queue
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+
+MODULE = 'health_orthanc'
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DB_CACHE_ROOT = os.environ.get('BENCH_DB_CACHE', '/tmp/dbcache-bench')
+PG_URI = os.environ.get('PG_URI', 'postgresql://postgres@127.0.0.1:5432/')
+UPLOAD_THREADS = 8
+# The code a measurement runs: reported per worker to spot concurrent edits.
+MEASURED_CODE = {'sync.py', 'orthanc.py', 'study.py', 'server.py'}
+SCALE_SIZE = (2000, 3, 10)
+TARGETS = {
+    'first_sync_vs_floors': 1.5,
+    'noop_requests_per_server': 2,
+    'full_nochange_vs_rest_floor': 3,
+    'requests_per_study': 4,
+    'scale_peak_rss_mb': 500,
+    'scale_time_growth': 12,
+    }
+
+
+def log(*args):
+    print('[bench]', *args, file=sys.stderr, flush=True)
+
+
+# --- Parent: data set, Orthanc, workers ------------------------------------
+
+def main():
+    args = parse_args()
+    if args.worker:
+        # The context (with Orthanc's password) comes on stdin, not argv.
+        return run_worker(args.worker, json.load(sys.stdin))
+    sizes = [(args.studies, args.series, args.instances)]
+    if args.scale:
+        sizes.append(SCALE_SIZE)
+    report = {'db': args.db, 'runs': {}}
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+        args.profile = os.path.abspath(args.profile)
+    for size in sizes:
+        report['runs'][size_name(size)] = run_size(size, args.db,
+            args.profile, args.repeat)
+    base = report['runs'][size_name(sizes[0])]
+    if args.scale:
+        report['scale'] = scale_targets(base,
+            report['runs'][size_name(SCALE_SIZE)],
+            math.prod(SCALE_SIZE) / math.prod(sizes[0]))
+    report['all_targets_met'] = all_met(report)
+    print(json.dumps(report, indent=2, default=str))
+    print_summary(report)
+    return 0
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--studies', type=int, default=200)
+    parser.add_argument('--series', type=int, default=3)
+    parser.add_argument('--instances', type=int, default=10)
+    parser.add_argument('--scale', action='store_true',
+        help='also run %d x %d x %d and check linear growth' % SCALE_SIZE)
+    parser.add_argument('--db', choices=['sqlite', 'postgresql'],
+        default='sqlite')
+    parser.add_argument('--repeat', type=int, default=1, metavar='N',
+        help='run each scenario N times, keep the fastest of each '
+        'measurement (the machine may be shared)')
+    parser.add_argument('--profile', metavar='DIR',
+        help='write a pyinstrument profile of each measurement to DIR '
+        '(times are then inflated)')
+    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def size_name(size):
+    return '%dx%dx%d' % tuple(size)
+
+
+def run_size(size, db, profile=None, repeat=1):
+    "Load one data set into its own Orthanc and run every scenario on it."
+    from trytond.modules.health_orthanc.tests.orthanc_server import (
+        OrthancServer)
+    studies, series, instances = size
+    log('=== %s (%d instances), %s' % (size_name(size),
+            studies * series * instances, db))
+    with OrthancServer() as server, tempfile.TemporaryDirectory(
+            prefix='bench-sync-') as tmp:
+        load_time = load(server, size)
+        context = {
+            'url': server.url, 'user': server.user,
+            'password': server.password, 'db': db,
+            'size': list(size), 'data_file': os.path.join(tmp, 'trees.json'),
+            'profile': profile,
+            }
+        results = {'load_seconds': round(load_time, 1)}
+        # rest_floor writes the trees that orm_floor stores.
+        for scenario in ['rest_floor', 'orm_floor', 'incremental', 'full']:
+            results.update(fastest([spawn_worker(scenario, context)
+                        for _ in range(repeat)]))
+    results['targets'] = size_targets(results, studies)
+    sources = {v['source'] for v in results.values()
+        if isinstance(v, dict) and 'source' in v}
+    # Others may edit the module meanwhile: say so if the code changed.
+    results['same_code_in_all_workers'] = len(sources) == 1
+    return results
+
+
+def fastest(runs):
+    "Per measurement, the fastest run; checks must hold in every run."
+    result = {}
+    for name in runs[0]:
+        result[name] = dict(min((r[name] for r in runs),
+                key=lambda m: m['seconds']))
+        for check in ['rows_ok', 'wrote_nothing']:
+            if check in result[name]:
+                result[name][check] = all(r[name][check] for r in runs)
+        if len(runs) > 1:
+            result[name]['all_seconds'] = [r[name]['seconds'] for r in runs]
+    return result
+
+
+def load(server, size):
+    """Generate the files in a child process (pydicom is CPU-bound) and
+    upload them on several connections: about twice as fast as one."""
+    expected = size[0] * size[1] * size[2]
+    start = time.perf_counter()
+    upload_parallel(server, generated(size), expected)
+    wait_stable(server, expected)
+    elapsed = time.perf_counter() - start
+    log('loaded %d instances in %.0f s (%.0f/s)'
+        % (expected, elapsed, expected / elapsed))
+    return elapsed
+
+
+def generated(size, batch=50):
+    "Yield dicom_factory.dataset_set(*size), generated in a child process."
+    batches = multiprocessing.Queue(maxsize=64)
+    producer = multiprocessing.Process(target=produce,
+        args=(batches, size, batch), daemon=True)
+    producer.start()
+    while (files := batches.get()) is not None:
+        yield from files
+    producer.join()
+
+
+def produce(batches, size, batch):
+    from trytond.modules.health_orthanc.tests import dicom_factory
+    files = dicom_factory.dataset_set(*size)
+    while chunk := list(itertools.islice(files, batch)):
+        batches.put(chunk)
+    batches.put(None)
+
+
+def upload_parallel(server, files, expected):
+    import httpx
+    todo = queue.Queue(maxsize=UPLOAD_THREADS * 16)
+    errors = []
+
+    def uploader():
+        with httpx.Client(auth=server.auth, timeout=120) as client:
+            while (data := todo.get()) is not None:
+                try:
+                    response = client.post(server.url + '/instances',
+                        content=data)
+                    response.raise_for_status()
+                except httpx.HTTPError as exc:
+                    errors.append(exc)
+
+    threads = [threading.Thread(target=uploader, daemon=True)
+        for _ in range(UPLOAD_THREADS)]
+    for thread in threads:
+        thread.start()
+    step = max(expected // 10, 1)
+    for count, data in enumerate(files, 1):
+        todo.put(data)
+        if count % step == 0:
+            log('uploaded %d/%d' % (count, expected))
+    for _ in threads:
+        todo.put(None)
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError('%d uploads failed, first: %s'
+            % (len(errors), errors[0]))
+
+
+def wait_stable(server, expected, timeout=600):
+    """Wait until Orthanc holds every instance and every study is stable.
+
+    Stable events come StableAge seconds after the last instance: syncing
+    earlier would leave them to the "no-op" sync.
+    """
+    import httpx
+    deadline = time.monotonic() + timeout
+    with httpx.Client(auth=server.auth, timeout=120) as client:
+        while time.monotonic() < deadline:
+            stats = client.get(server.url + '/statistics').json()
+            if int(stats['CountInstances']) == expected:
+                studies = client.get(server.url + '/studies',
+                    params={'expand': 'true'}).json()
+                if all(s.get('IsStable') for s in studies):
+                    return
+            time.sleep(1)
+    raise RuntimeError('Orthanc did not settle within %d s' % timeout)
+
+
+def spawn_worker(scenario, context):
+    "Run one scenario in a fresh interpreter; return its JSON result."
+    log('-- %s' % scenario)
+    env = dict(os.environ, PYTHONWARNINGS='ignore::DeprecationWarning',
+        **db_environ(context['db'], scenario))
+    command = [sys.executable, os.path.abspath(__file__), '--worker', scenario]
+    process = subprocess.run(command, env=env, input=json.dumps(context),
+        stdout=subprocess.PIPE, text=True)
+    if process.returncode:
+        raise RuntimeError('worker %s failed (exit %d)'
+            % (scenario, process.returncode))
+    result = json.loads(process.stdout.strip().splitlines()[-1])
+    for name, values in result.items():
+        log('   %-22s %s' % (name, values))
+    return result
+
+
+def db_environ(db, scenario):
+    """trytond's test settings: a fresh database per worker, restored from
+    a cache keyed by the module's source (a stale cache would miss new
+    columns)."""
+    cache = os.path.join(DB_CACHE_ROOT, source_hash())
+    if db == 'sqlite':
+        return {'TRYTOND_DATABASE_URI': 'sqlite://', 'DB_NAME': ':memory:',
+            'DB_CACHE': cache}
+    return {'TRYTOND_DATABASE_URI': PG_URI, 'DB_CACHE': cache,
+        'DB_NAME': 'bench_%s_%d_%s' % (MODULE, os.getpid(), scenario)}
+
+
+def source_hash(names=None):
+    "Hash of the module's .py/.xml/.cfg files (or of the files names)."
+    digest = hashlib.sha1()
+    for folder, dirs, files in sorted(os.walk(ROOT)):
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.')
+            and d not in {'tests', 'benchmarks', 'build', 'web', 'icons'})
+        for name in sorted(files):
+            if (name.endswith(('.py', '.xml', '.cfg'))
+                    and (names is None or name in names)):
+                path = os.path.join(folder, name)
+                digest.update(path[len(ROOT):].encode())
+                with open(path, 'rb') as stream:
+                    digest.update(stream.read())
+    return digest.hexdigest()[:16]
+
+
+# --- Targets --------------------------------------------------------------
+
+def target(value, limit, ok=None):
+    return {'value': round(value, 3), 'limit': limit,
+        'ok': value <= limit if ok is None else ok}
+
+
+def size_targets(results, studies):
+    floors = results['rest_floor']['seconds'] + results['orm_floor']['seconds']
+    first = results['first_incremental']
+    nochange = results['full_nochange']
+    return {
+        'first_sync_vs_floors': target(first['seconds'] / floors,
+            TARGETS['first_sync_vs_floors']),
+        'noop_requests_per_server': target(
+            results['noop_incremental']['requests'],
+            TARGETS['noop_requests_per_server']),
+        'full_nochange_vs_rest_floor': target(
+            nochange['seconds'] / results['rest_floor']['seconds'],
+            TARGETS['full_nochange_vs_rest_floor'],
+            ok=(nochange['seconds'] <= TARGETS['full_nochange_vs_rest_floor']
+                * results['rest_floor']['seconds']
+                and nochange['wrote_nothing'])),
+        'full_nochange_wrote_nothing': nochange['wrote_nothing'],
+        'requests_per_study': target(first['requests'] / studies,
+            TARGETS['requests_per_study']),
+        'rows_complete': (first['rows_ok'] and results['full_empty']['rows_ok']),
+        }
+
+
+def scale_targets(base, big, data_ratio):
+    """Peak RSS and linear growth of the first and the full sync.
+
+    The growth limit is 12 for 10 times the data (the default sizes),
+    proportionally for other base sizes."""
+    limit = round(TARGETS['scale_time_growth'] * data_ratio / 10, 2)
+    result = {'data_ratio': round(data_ratio, 2)}
+    for name in ['first_incremental', 'full_empty']:
+        growth = big[name]['seconds'] / base[name]['seconds']
+        result[name] = {
+            'peak_rss_mb': target(big[name]['peak_rss_mb'],
+                TARGETS['scale_peak_rss_mb'],
+                ok=big[name]['peak_rss_mb'] < TARGETS['scale_peak_rss_mb']),
+            'time_growth': target(growth, limit),
+            }
+    result['growth_all'] = {name: round(
+            big[name]['seconds'] / base[name]['seconds'], 2)
+        for name in ['rest_floor', 'orm_floor', 'first_incremental',
+            'noop_incremental', 'full_empty', 'full_nochange']}
+    return result
+
+
+def all_met(report):
+    oks = []
+
+    def collect(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == 'ok' or key.endswith(('wrote_nothing',
+                            'rows_complete')):
+                    oks.append(bool(value))
+                else:
+                    collect(value)
+    for run in report['runs'].values():
+        collect(run['targets'])
+    collect(report.get('scale', {}))
+    return all(oks)
+
+
+def print_summary(report):
+    lines = ['', 'health_orthanc sync benchmark (%s)' % report['db']]
+    for name, run in report['runs'].items():
+        lines.append('%s:' % name)
+        for measure in ['rest_floor', 'orm_floor', 'first_incremental',
+                'noop_incremental', 'full_empty', 'full_nochange']:
+            values = run[measure]
+            lines.append('  %-18s %8.2f s %7d requests %7.0f MB peak'
+                % (measure, values['seconds'], values['requests'],
+                    values['peak_rss_mb']))
+        for key, value in run['targets'].items():
+            lines.append('  target %-28s %s' % (key, verdict(value)))
+    for name, values in report.get('scale', {}).items():
+        if name in ('first_incremental', 'full_empty'):
+            for key, value in values.items():
+                lines.append('  scale %s %s %s' % (name, key, verdict(value)))
+    lines.append('ALL TARGETS MET' if report['all_targets_met']
+        else 'SOME TARGETS MISSED')
+    print('\n'.join(lines), file=sys.stderr)
+
+
+def verdict(value):
+    if isinstance(value, dict):
+        return '%s (%s, limit %s)' % ('PASS' if value['ok'] else 'MISS',
+            value['value'], value['limit'])
+    return 'PASS' if value else 'MISS'
+
+
+# --- Worker: one scenario in a fresh process -------------------------------
+
+def run_worker(scenario, context):
+    import logging
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if context.get('profile'):
+        PROFILE.update(dir=context['profile'],
+            size=size_name(context['size']))
+    run = {
+        'rest_floor': worker_rest_floor,
+        'orm_floor': worker_orm_floor,
+        'incremental': worker_incremental,
+        'full': worker_full,
+        }[scenario]
+    try:
+        result = run(context)
+    finally:
+        if scenario != 'rest_floor':
+            drop_database(context)
+    for values in result.values():
+        values['source'] = source_hash(MEASURED_CODE)
+        if PROFILE:
+            values['profiled'] = True
+    print(json.dumps(result, default=str))
+    return 0
+
+
+def reset_peak_rss():
+    "Reset VmHWM (Linux >= 4.0); False where the kernel refuses."
+    try:
+        with open('/proc/self/clear_refs', 'w') as stream:
+            stream.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def rss_mb(field):
+    with open('/proc/self/status') as stream:
+        for line in stream:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+PROFILE = {}  # {'dir': ..., 'size': ...} when --profile is given
+
+
+def profiled(name, function):
+    "function(), under pyinstrument when profiling (slower: not a figure)."
+    if not PROFILE:
+        return function()
+    from pyinstrument import Profiler
+    profiler = Profiler(interval=0.005)
+    with profiler:
+        value = function()
+    path = os.path.join(PROFILE['dir'], '%s-%s.txt' % (PROFILE['size'], name))
+    with open(path, 'w') as stream:
+        stream.write(profiler.output_text(unicode=True, show_all=True))
+    log('   profile of %s: %s' % (name, path))
+    return value
+
+
+def measure(name, function, client=None):
+    "Run function(); wall time, HTTP requests and peak RSS of the call."
+    per_measure = reset_peak_rss()
+    base = rss_mb('VmRSS')
+    requests = client.request_count if client else 0
+    start = time.perf_counter()
+    value = profiled(name, function)
+    seconds = time.perf_counter() - start
+    result = {
+        'seconds': round(seconds, 3),
+        'requests': (client.request_count - requests) if client else 0,
+        'peak_rss_mb': round(rss_mb('VmHWM'), 1),
+        'base_rss_mb': round(base, 1),
+        }
+    if not per_measure:
+        result['peak_rss_is_process_peak'] = True
+    return result, value
+
+
+def worker_rest_floor(context):
+    "Fewest REST calls for the same metadata: pages of studies + 2/study."
+    from trytond.modules.health_orthanc import orthanc
+    from trytond.modules.health_orthanc.sync import STUDIES_PAGE
+    client = orthanc.OrthancClient(context['url'], context['user'],
+        context['password'])
+
+    def read():
+        trees = []
+        for page in client.iter_studies(STUDIES_PAGE):
+            for study in page:
+                series, instances = client.study_children(study['ID'])
+                trees.append([study, series, instances])
+        return trees
+    result, trees = measure('rest_floor', read, client)
+    with open(context['data_file'], 'w') as stream:
+        json.dump(trees, stream)
+    return {'rest_floor': result}
+
+
+def worker_orm_floor(context):
+    "The same rows as the sync, one batched create per model, no HTTP."
+    from trytond.modules.health_orthanc import orthanc, sync
+    from trytond.pool import Pool
+    from trytond.transaction import Transaction
+    db_name, server_id = setup_database(context)
+    with open(context['data_file']) as stream:
+        trees = [orthanc.StudyTree(*t) for t in json.load(stream)]
+
+    def store():
+        with Transaction().start(db_name, 0) as transaction:
+            pool = Pool()
+            Server = pool.get('gnuhealth.orthanc.config')
+            Study = pool.get('gnuhealth.imaging_orthanc.study')
+            Series = pool.get('gnuhealth.imaging_orthanc.study_series')
+            Instance = pool.get('gnuhealth.imaging_orthanc.series_instances')
+            server = Server(server_id)
+            studies = Study.create([sync.study_values(server, t)
+                    for t in trees])
+            series_values = []
+            for tree, study in zip(trees, studies):
+                counts = sync.count_by(tree.instances, 'ParentSeries')
+                series_values.extend(sync.series_values(server, study, s,
+                        counts.get(s['ID'], 0)) for s in tree.series)
+            series = {s.orthanc_UID: s for s in Series.create(series_values)}
+            Instance.create([sync.instance_values(server,
+                        series[i['ParentSeries']], i)
+                    for tree in trees for i in tree.instances])
+            transaction.commit()
+    result, _ = measure('orm_floor', store)
+    result['rows'] = snapshot(db_name)['counts']
+    return {'orm_floor': result}
+
+
+def worker_incremental(context):
+    db_name, server_id = setup_database(context)
+    client = server_client(db_name, server_id)
+    first, stats = measure('first_incremental', lambda: synchronize(
+            db_name, server_id, 'incremental'), client)
+    first.update(sync_details(stats, db_name, context))
+    noop, stats = measure('noop_incremental', lambda: synchronize(
+            db_name, server_id, 'incremental'), client)
+    noop.update(sync_details(stats))
+    return {'first_incremental': first, 'noop_incremental': noop}
+
+
+def worker_full(context):
+    db_name, server_id = setup_database(context)
+    client = server_client(db_name, server_id)
+    empty, stats = measure('full_empty', lambda: synchronize(
+            db_name, server_id, 'full'), client)
+    empty.update(sync_details(stats, db_name, context))
+    before = snapshot(db_name)
+    nochange, stats = measure('full_nochange', lambda: synchronize(
+            db_name, server_id, 'full'), client)
+    after = snapshot(db_name)
+    nochange.update(sync_details(stats))
+    nochange['wrote_nothing'] = before == after
+    if before != after:
+        nochange['snapshot_before'], nochange['snapshot_after'] = (
+            before, after)
+    return {'full_empty': empty, 'full_nochange': nochange}
+
+
+def sync_details(stats, db_name=None, context=None):
+    details = {'created': stats.created, 'updated': stats.updated,
+        'removed': stats.removed, 'stats_requests': stats.requests}
+    if db_name:
+        studies, series, instances = context['size']
+        counts = snapshot(db_name)['counts']
+        expected = {'study': studies, 'series': studies * series,
+            'instance': studies * series * instances}
+        details['rows'] = counts
+        details['rows_ok'] = counts == expected
+    return details
+
+
+def setup_database(context):
+    "A fresh database with the module (cached) and one Orthanc server."
+    from trytond.pool import Pool
+    from trytond.tests.test_tryton import DB_NAME
+    from trytond.tests.tools import activate_modules
+    from trytond.transaction import Transaction
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # SQLite's schema warnings
+        activate_modules(MODULE)
+    with Transaction().start(DB_NAME, 0) as transaction:
+        Server = Pool().get('gnuhealth.orthanc.config')
+        server, = Server.create([{'label': 'Benchmark',
+                    'domain': context['url'], 'user': context['user'],
+                    'password': context['password']}])
+        server_id = server.id
+        transaction.commit()
+    log('   database ready in %.1f s' % (time.perf_counter() - start))
+    return DB_NAME, server_id
+
+
+def drop_database(context):
+    "Drop the worker's PostgreSQL database (SQLite's is in memory)."
+    if context['db'] != 'postgresql':
+        return
+    from trytond import backend
+    from trytond.pool import Pool
+    from trytond.tests.test_tryton import DB_NAME, db_exist
+    from trytond.transaction import Transaction
+    if not db_exist(DB_NAME):
+        return
+    Pool.stop(DB_NAME)
+    backend.Database(DB_NAME).close()
+    with Transaction().start(None, 0, close=True,
+            autocommit=True) as transaction:
+        transaction.database.drop(transaction.connection, DB_NAME)
+
+
+def server_client(db_name, server_id):
+    "The cached adapter client that the sync of this server uses."
+    from trytond.pool import Pool
+    from trytond.transaction import Transaction
+    with Transaction().start(db_name, 0):
+        Server = Pool().get('gnuhealth.orthanc.config')
+        return Server(server_id).client
+
+
+def synchronize(db_name, server_id, kind):
+    """Server.synchronize as trytond's dispatcher runs it: a lock request
+    (TransactionError) restarts the transaction with the lock taken."""
+    from trytond.pool import Pool
+    from trytond.transaction import Transaction, TransactionError
+    extras = {}
+    while True:
+        with Transaction().start(db_name, 0, **extras) as transaction:
+            Server = Pool().get('gnuhealth.orthanc.config')
+            try:
+                stats = Server.synchronize(Server.browse([server_id]), kind)
+            except TransactionError as error:
+                transaction.rollback()
+                error.fix(extras)
+                continue
+            transaction.commit()
+            return stats
+
+
+def snapshot(db_name):
+    "Row count, highest id, create and write dates of the mirror tables."
+    from sql import Literal
+    from sql.aggregate import Count, Max
+    from trytond.pool import Pool
+    from trytond.transaction import Transaction
+    models = {'study': 'gnuhealth.imaging_orthanc.study',
+        'series': 'gnuhealth.imaging_orthanc.study_series',
+        'instance': 'gnuhealth.imaging_orthanc.series_instances'}
+    result = {'counts': {}, 'marks': {}}
+    with Transaction().start(db_name, 0, readonly=True) as transaction:
+        cursor = transaction.connection.cursor()
+        for name, model in models.items():
+            table = Pool().get(model).__table__()
+            cursor.execute(*table.select(Count(Literal('*')), Max(table.id),
+                    Max(table.create_date), Max(table.write_date)))
+            count, *marks = cursor.fetchone()
+            result['counts'][name] = count
+            result['marks'][name] = [str(m) for m in marks]
+    return result
+
+
+if __name__ == '__main__':
+    sys.exit(main())

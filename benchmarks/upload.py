@@ -60,7 +60,8 @@ def log(*args):
 def main():
     args = parse_args()
     if args.worker:
-        return run_worker(args.worker, json.loads(args.context))
+        # The context (with Orthanc's password) comes on stdin, not argv.
+        return run_worker(args.worker, json.load(sys.stdin))
     from trytond.modules.health_orthanc.tests.orthanc_server import (
         OrthancServer)
     workdir = tempfile.mkdtemp(prefix='bench-upload-')
@@ -102,7 +103,6 @@ def parse_args():
     parser.add_argument('--rpc', action='store_true',
         help='also upload through JSON-RPC to a trytond server process')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
-    parser.add_argument('--context', help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -157,9 +157,9 @@ def spawn_worker(scenario, context):
         TRYTOND_DATABASE_URI='sqlite://', DB_NAME=':memory:',
         DB_CACHE=cache)
     command = [sys.executable, os.path.realpath(__file__),
-        '--worker', scenario, '--context', json.dumps(context)]
+        '--worker', scenario]
     process = subprocess.run(command, env=env, stdout=subprocess.PIPE,
-        text=True)
+        input=json.dumps(context), text=True)
     if process.returncode:
         raise RuntimeError('worker %s failed (exit %d)'
             % (scenario, process.returncode))

@@ -132,39 +132,21 @@ def start_orthanc(state):
 
 def create_records():
     "Patients, imaging request and result; returns the request's code."
+    from proteus import Model
     from trytond.modules.health_orthanc.tests import tools
     stack.mark_config_wizards_done()
     patients = []
     for puid, last, first, sex, birth in PATIENTS:
         patients.append(tools.create_patient(puid, last, first, gender=sex,
                 birth_date=datetime.datetime.strptime(birth, '%Y%m%d').date()))
-    doctor = create_doctor()
+    User = Model.get('res.user')
+    admin, = User.find([('login', '=', LOGIN)])
+    doctor = tools.create_health_professional('Gregory', 'House', user=admin)
     test = tools.create_imaging_test('CTHEAD', 'CT head')
     request = tools.create_request(patients[0], test, doctor)
     tools.create_result(request)
     request.reload()
     return request.request
-
-
-def create_doctor():
-    """Dr House, the admin user's health professional: GNU Health wants
-    the logged-in user to be one to write requests and results."""
-    from proteus import Model
-    User = Model.get('res.user')
-    Party = Model.get('party.party')
-    Professional = Model.get('gnuhealth.healthprofessional')
-    admin, = User.find([('login', '=', LOGIN)])
-    # is_patient is on by default for people: the doctor is not a patient.
-    party = Party(name='Gregory', lastname='House', is_person=True,
-        is_healthprof=True, is_patient=False, gender='m',
-        internal_user=admin)
-    party.save()
-    doctors = Professional.find([('party', '=', party.id)])
-    if doctors:
-        return doctors[0]
-    doctor = Professional(party=party)
-    doctor.save()
-    return doctor
 
 
 def request_code():

@@ -27,11 +27,16 @@ def create_patient(puid, lastname, name, gender='m', birth_date=None,
     return patient
 
 
-def create_health_professional(name='House', lastname='Gregory'):
+def create_health_professional(name='House', lastname='Gregory', user=None):
+    """A health professional, optionally the one of a login user (GNU
+    Health wants the logged-in user to be one to write requests and
+    results)."""
     Party = Model.get('party.party')
     Professional = Model.get('gnuhealth.healthprofessional')
+    # is_patient is on by default for people: a doctor is not a patient.
     party = Party(name=name, lastname=lastname, is_person=True,
-        is_healthprof=True, gender='m')
+        is_healthprof=True, is_patient=False, gender='m',
+        internal_user=user)
     party.save()
     professionals = Professional.find([('party', '=', party.id)])
     if professionals:

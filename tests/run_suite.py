@@ -8,6 +8,8 @@ SQLite and as template databases on PostgreSQL, so GNU Health is activated
 once per database backend rather than once per test class.
 """
 import argparse
+import contextlib
+import fcntl
 import glob
 import hashlib
 import os
@@ -19,6 +21,11 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, 'build')
 PG_URI = os.environ.get('PG_URI', 'postgresql://postgres@127.0.0.1:5432/')
+# trytond names PostgreSQL template databases by module name only, so every
+# checkout on this machine shares them: one PostgreSQL run at a time, and a
+# machine-wide record of which sources made the templates.
+PG_LOCK = os.path.join('/tmp', 'health_orthanc-postgresql.lock')
+PG_TEMPLATE_SOURCE = os.path.join('/tmp', 'health_orthanc-pg-template.source')
 
 
 def backends():
@@ -47,10 +54,9 @@ def source_hash():
     return digest.hexdigest()
 
 
-def invalidate_stale_caches():
-    """trytond keys cached databases by module name only: drop them when
-    the module's sources changed since they were made."""
-    marker = os.path.join(BUILD, 'db-cache.source')
+def refresh_marker(marker, drop):
+    """trytond keys cached databases by module name only: drop them (call
+    drop) when the module's sources changed since they were made."""
     current = source_hash()
     try:
         with open(marker) as fp:
@@ -58,10 +64,27 @@ def invalidate_stale_caches():
                 return
     except FileNotFoundError:
         pass
-    shutil.rmtree(backends()['sqlite']['DB_CACHE'], ignore_errors=True)
-    drop_postgresql_caches()
+    drop()
     with open(marker, 'w') as fp:
         fp.write(current)
+
+
+def invalidate_sqlite_cache():
+    refresh_marker(os.path.join(BUILD, 'db-cache.source'),
+        lambda: shutil.rmtree(backends()['sqlite']['DB_CACHE'],
+            ignore_errors=True))
+
+
+@contextlib.contextmanager
+def postgresql_turn():
+    "Hold the machine-wide PostgreSQL lock, with templates of our sources."
+    with open(PG_LOCK, 'a') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            refresh_marker(PG_TEMPLATE_SOURCE, drop_postgresql_caches)
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def drop_postgresql_caches():
@@ -127,11 +150,14 @@ def main():
     parser.add_argument('pytest_args', nargs='*')
     args = parser.parse_args()
     os.makedirs(BUILD, exist_ok=True)
-    invalidate_stale_caches()
+    invalidate_sqlite_cache()
     results = {}
     for name, env in backends().items():
         if args.only in (None, name):
-            results[name] = run_pytest(name, env, args.pytest_args)
+            turn = (postgresql_turn() if name == 'postgresql'
+                else contextlib.nullcontext())
+            with turn:
+                results[name] = run_pytest(name, env, args.pytest_args)
     if args.only in (None, 'browser'):
         results['browser'] = run_browser()
     for name, (passed, failed) in results.items():

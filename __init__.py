@@ -14,6 +14,7 @@ def register():
         study.SeriesInstances,
         sync.SyncServer,
         sync.SyncStudy,
+        sync.SyncSeries,
         sync.GetNewStudiesStart,
         sync.FullSynchronizeStart,
         sync.SyncResult,

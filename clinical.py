@@ -21,6 +21,7 @@ from . import orthanc
 from .exceptions import (
     ImagingLinkError, OrthancDeleteError, OrthancServerError)
 from .server import describe_error
+from .sync import LINK_REVIEW_CLEARED
 
 logger = logging.getLogger(__name__)
 
@@ -228,6 +229,7 @@ class Study(metaclass=PoolMeta):
                 'imaging_request': None,
                 'imaging_test': None,
                 'manual_link': True,
+                **LINK_REVIEW_CLEARED,
                 })
 
     @classmethod
@@ -235,7 +237,7 @@ class Study(metaclass=PoolMeta):
         """Link studies by hand to patient and optionally to a result.
 
         A request of another patient is dropped; synchronisation leaves the
-        links alone from now on.
+        links alone from now on, and the study no longer needs review.
         """
         to_write = []
         for study in studies:
@@ -243,6 +245,7 @@ class Study(metaclass=PoolMeta):
                 'patient': patient.id,
                 'imaging_test': result.id if result else None,
                 'manual_link': True,
+                **LINK_REVIEW_CLEARED,
                 }
             if result:
                 values['imaging_request'] = (

@@ -11,10 +11,14 @@ import datetime
 import logging
 from dataclasses import dataclass, field
 
+from sql import Literal, Null
+
 from trytond.config import config
 from trytond.i18n import gettext
-from trytond.model import ModelView, fields
+from trytond.model import Index, ModelView, fields
 from trytond.pool import Pool, PoolMeta
+from trytond.pyson import Eval
+from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
@@ -248,6 +252,29 @@ class SyncStudy(metaclass=PoolMeta):
     manual_link = fields.Boolean('Linked by hand', readonly=True,
         help="The patient and result links were set by hand: "
         "synchronisation leaves them alone")
+    link_review = fields.Selection([
+            (None, ''),
+            ('conflict', 'Conflict'),
+            ('reconcile', 'To reconcile'),
+            ], 'Link review', readonly=True, sort=False,
+        help="Conflict: the study's accession number or UID names an imaging "
+        "request of another patient, so it was not linked to it.\n"
+        "To reconcile: linked to an imaging request although its PatientID "
+        "is nobody's; confirm or undo it with Link to patient or Unlink.")
+    link_review_reason = fields.Text('Review reason', readonly=True,
+        states={'invisible': ~Eval('link_review')})
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        t = cls.__table__()
+        # The 'To review' and 'Missing on Orthanc' lists count these.
+        cls._sql_indexes.update({
+                Index(t, (t.link_review, Index.Equality()),
+                    where=t.link_review != Null),
+                Index(t, (t.missing_on_orthanc, Index.Equality()),
+                    where=t.missing_on_orthanc == Literal(True)),
+                })
 
     @classmethod
     def get_new_studies(cls):
@@ -329,7 +356,11 @@ class SyncStudy(metaclass=PoolMeta):
         existing = Series.search([
                 ('study', 'in', [s.id for s in studies.values()])])
         records, stale = upsert(Series, existing, values)
-        Series.delete(stale)
+        kept = Series.written_by_people(stale)
+        Series.delete([s for s in stale if s not in kept])
+        Series.flag_missing(kept)
+        for series in kept:  # their instances are kept too
+            del records[series.orthanc_UID]
         return records
 
     @classmethod
@@ -352,17 +383,18 @@ class SyncStudy(metaclass=PoolMeta):
     def remove_missing(cls, server, seen):
         """Remove the studies Orthanc no longer has.
 
-        A study carrying a clinician's notes or linked to an imaging result
-        is kept, flagged missing_on_orthanc, so that nothing written by a
-        person disappears silently.
+        A study carrying what a person wrote or decided is kept with its
+        series and instances, flagged missing_on_orthanc, so that nothing
+        written by a person disappears and the same records are reused if
+        Orthanc gets the study back.
         """
         stats = SyncStats()
         stored = cls.search_read([('server', '=', server.id)],
             fields_names=['orthanc_UID'])
         gone = cls.browse([s['id'] for s in stored
                 if s['orthanc_UID'] not in seen])
-        keep = [s for s in gone if s.notes or s.imaging_test]
-        drop = [s for s in gone if not (s.notes or s.imaging_test)]
+        keep = cls.written_by_people(gone)
+        drop = [s for s in gone if s not in keep]
         to_flag = [s for s in keep if not s.missing_on_orthanc]
         if to_flag:
             cls.write(to_flag, {'missing_on_orthanc': True})
@@ -370,6 +402,29 @@ class SyncStudy(metaclass=PoolMeta):
             cls.delete(drop)
         stats.removed, stats.kept_missing = len(drop), len(keep)
         return stats
+
+    @classmethod
+    def written_by_people(cls, studies):
+        """The studies among studies that carry what a person wrote or
+        decided: notes (on the study or one of its series), a merge
+        comment, a link by hand, a link to a request or a result, images
+        attached from it to a result, Tryton notes or attachments on it or
+        its series.  A few searches for the whole list."""
+        Series = Pool().get('gnuhealth.imaging_orthanc.study_series')
+        kept = {s for s in studies if s.notes or s.merge_comment
+            or s.manual_link or s.imaging_request or s.imaging_test}
+        rest = [s for s in studies if s not in kept]
+        if rest:
+            series = []
+            for sub in grouped_slice([s.id for s in rest]):
+                series.extend(Series.search([('study', 'in', list(sub))]))
+            kept.update(s.study for s in Series.written_by_people(series))
+            kept |= with_notes_or_attachments(rest)
+        rest = [s for s in rest if s not in kept]
+        if rest:
+            attached = studies_with_attached_images()
+            kept.update(s for s in rest if s.study_instance_UID in attached)
+        return kept
 
     # --- linking --------------------------------------------------------
     @classmethod
@@ -381,25 +436,32 @@ class SyncStudy(metaclass=PoolMeta):
                 if not s.imaging_request or not s.imaging_test])
 
     @classmethod
-    def _link_patients(cls, studies):
+    def patients_by_identifier(cls, codes):
+        """The patients whose PUID, or else an alternative identifier, is
+        one of codes, by code: two searches for the whole list."""
         Patient = Pool().get('gnuhealth.patient')
-        ids = {s.patient_id for s in studies if s.patient_id}
-        if not ids:
-            return
-        by_id = {}
-        for patient in Patient.search([('puid', 'in', list(ids))]):
-            by_id.setdefault(patient.puid, patient)
-        missing = ids - set(by_id)
+        codes = set(filter(None, codes))
+        by_code = {}
+        if not codes:
+            return by_code
+        for patient in Patient.search([('puid', 'in', list(codes))]):
+            by_code.setdefault(patient.puid, patient)
+        missing = codes - set(by_code)
         if missing:
             for patient in Patient.search([
                         ('party.alternative_ids.code', 'in', list(missing)),
                         ]):
                 for alt in patient.party.alternative_ids:
                     if alt.code in missing:
-                        by_id.setdefault(alt.code, patient)
+                        by_code.setdefault(alt.code, patient)
+        return by_code
+
+    @classmethod
+    def _link_patients(cls, studies):
+        owners = cls.patients_by_identifier(s.patient_id for s in studies)
         to_write = []
         for study in studies:
-            patient = by_id.get(study.patient_id)
+            patient = owners.get(study.patient_id)
             if patient:
                 to_write.extend(([study], {'patient': patient.id}))
         if to_write:
@@ -407,36 +469,16 @@ class SyncStudy(metaclass=PoolMeta):
 
     @classmethod
     def _link_requests(cls, studies):
-        pool = Pool()
-        Request = pool.get('gnuhealth.imaging.test.request')
-        Result = pool.get('gnuhealth.imaging.test.result')
+        Result = Pool().get('gnuhealth.imaging.test.result')
         if not studies:
             return
         by_key = cls._requests_by_key(studies)
         if not by_key:
             return
-        requests = set(by_key.values())
         results = {r.request.id: r for r in Result.search([
-                    ('request', 'in', [r.id for r in requests]),
+                    ('request', 'in', [r.id for r in set(by_key.values())]),
                     ])}
-        to_write, done = [], []
-        for study in studies:
-            request = (by_key.get(('uid', study.study_instance_UID))
-                or by_key.get(('acc', study.accession_number)))
-            if not request:
-                continue
-            values = {'imaging_request': request.id}
-            if not study.patient:
-                values['patient'] = request.patient.id
-            result = results.get(request.id)
-            if result and not study.imaging_test:
-                values['imaging_test'] = result.id
-            to_write.extend(([study], values))
-            done.append(request)
-        if to_write:
-            cls.write(*to_write)
-        if done and 'worklist_status' in Request._fields:
-            Request.write(done, {'worklist_status': 'done'})
+        cls._write_request_links(studies, by_key, results)
 
     @classmethod
     def _requests_by_key(cls, studies):
@@ -455,42 +497,179 @@ class SyncStudy(metaclass=PoolMeta):
         return by_key
 
     @classmethod
+    def _write_request_links(cls, studies, by_key, results):
+        """Link each study to the request its keys name that is safe.
+
+        by_key: the requests by study key (see study_keys); results: the
+        result of each request, by request id.  The study's patient
+        (its link, or the patient its PatientID names) must be the
+        request's: a request of another patient is a conflict and is not
+        linked.  A study whose patient nobody knows takes the request's
+        patient, flagged to reconcile until a person confirms it.
+        """
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        candidates = {}
+        for study in studies:
+            found = [(key, by_key[key]) for key in study_keys(study)
+                if key in by_key]
+            if found:
+                candidates[study] = found
+        owners = cls.patients_by_identifier(
+            s.patient_id for s in candidates)
+        to_write, linked = [], set()
+        for study, found in candidates.items():
+            owner = owners.get(study.patient_id)
+            values, request = link_values(study, found, owner, results)
+            if request:
+                linked.add(request)
+            changed = changed_values(study, values)
+            if changed:
+                to_write.extend(([study], changed))
+        if to_write:
+            cls.write(*to_write)
+        if 'worklist_status' in Request._fields:
+            done = [r for r in linked if r.worklist_status != 'done']
+            if done:
+                Request.write(done, {'worklist_status': 'done'})
+
+    @classmethod
     def link_results(cls, results):
         "Attach stored studies to results created after them."
-        if not results:
-            return
-        keys_uid = {}
-        keys_acc = {}
+        results = [r for r in results if r.request]
+        by_key = {}
         for result in results:
             request = result.request
-            if not request:
-                continue
             merge_id = getattr(request, 'merge_id', None)
             if merge_id:
-                keys_uid[merge_id] = result
+                by_key[('uid', merge_id)] = request
             if request.request:
-                keys_acc[request.request] = result
-        if not keys_uid and not keys_acc:
+                by_key[('acc', request.request)] = request
+        if not by_key:
             return
         studies = cls.search([
                 ('imaging_test', '=', None),
                 ('manual_link', '!=', True),
                 ['OR',
-                    ('study_instance_UID', 'in', list(keys_uid)),
-                    ('accession_number', 'in', list(keys_acc)),
+                    ('study_instance_UID', 'in',
+                        [v for k, v in by_key if k == 'uid']),
+                    ('accession_number', 'in',
+                        [v for k, v in by_key if k == 'acc']),
                     ],
                 ])
-        to_write = []
-        for study in studies:
-            result = (keys_uid.get(study.study_instance_UID)
-                or keys_acc.get(study.accession_number))
-            values = {'imaging_test': result.id,
-                'imaging_request': result.request.id}
-            if not study.patient and result.patient:
-                values['patient'] = result.patient.id
-            to_write.extend(([study], values))
-        if to_write:
-            cls.write(*to_write)
+        cls._write_request_links(studies, by_key,
+            {r.request.id: r for r in results})
+
+
+# Written when a person links, confirms or unlinks a study by hand.
+LINK_REVIEW_CLEARED = {'link_review': None, 'link_review_reason': None}
+
+
+def study_keys(study):
+    "The keys by which a study names its request, the surest first."
+    keys = [('uid', study.study_instance_UID)]
+    if study.accession_number:
+        keys.append(('acc', study.accession_number))
+    return keys
+
+
+def link_values(study, found, owner, results):
+    """The link values of study for its candidate requests found, and the
+    request linked (None for a conflict).
+
+    owner is the patient whose PUID or alternative identifier is the
+    study's PatientID, None if nobody's.
+    """
+    patient = study.patient or owner
+    for key, request in found:
+        if patient is None or request.patient == patient:
+            break
+    else:
+        key, request = found[0]
+        return {
+            'link_review': 'conflict',
+            'link_review_reason': gettext(
+                'health_orthanc.msg_link_conflict', **link_reason_values(
+                    study, key, request, patient)),
+            }, None
+    values = {'imaging_request': request.id}
+    if study.patient is None:
+        values['patient'] = request.patient.id
+    result = results.get(request.id)
+    if result and not study.imaging_test:
+        values['imaging_test'] = result.id
+    if owner == request.patient:
+        values.update(LINK_REVIEW_CLEARED)
+    else:
+        values['link_review'] = 'reconcile'
+        values['link_review_reason'] = gettext(
+            'health_orthanc.msg_link_reconcile', **link_reason_values(
+                study, key, request, None))
+    return values, request
+
+
+def link_reason_values(study, key, request, patient):
+    kind, value = key
+    return {
+        'tag': 'StudyInstanceUID' if kind == 'uid' else 'AccessionNumber',
+        'value': value,
+        # GNU Health names a request by its doctor only: use its order.
+        'request': '%s (%s)' % (request.request or request.id,
+            request.requested_test.rec_name if request.requested_test
+            else '-'),
+        'request_patient': request.patient.rec_name,
+        'patient_id': study.patient_id or '-',
+        'patient': patient.rec_name if patient else '-',
+        }
+
+
+class SyncSeries(metaclass=PoolMeta):
+    __name__ = 'gnuhealth.imaging_orthanc.study_series'
+
+    missing_on_orthanc = fields.Boolean('Missing on Orthanc', readonly=True,
+        help="Orthanc no longer lists this series; it is kept because it "
+        "carries notes")
+
+    @classmethod
+    def written_by_people(cls, series_list):
+        "The series among series_list with notes, Tryton's or their own."
+        kept = {s for s in series_list if s.notes}
+        return kept | with_notes_or_attachments(
+            [s for s in series_list if s not in kept])
+
+    @classmethod
+    def flag_missing(cls, series_list):
+        to_flag = [s for s in series_list if not s.missing_on_orthanc]
+        if to_flag:
+            cls.write(to_flag, {'missing_on_orthanc': True})
+
+
+def with_notes_or_attachments(records):
+    "The records among records that have Tryton notes or attachments."
+    pool = Pool()
+    found = set()
+    if not records:
+        return found
+    by_ref = {str(r): r for r in records}
+    for model in ('ir.note', 'ir.attachment'):
+        Model = pool.get(model)
+        for sub in grouped_slice(list(by_ref)):
+            for values in Model.search_read([('resource', 'in', list(sub))],
+                    fields_names=['resource']):
+                found.add(by_ref[values['resource']])
+    return found
+
+
+def studies_with_attached_images():
+    """StudyInstanceUIDs of the images attached to imaging results.
+
+    The attach action names them <StudyInstanceUID>-<series>-<instance>.png
+    (UIDs hold no dash): one search reading only names.
+    """
+    Attachment = Pool().get('ir.attachment')
+    return {v['name'].split('-', 1)[0] for v in Attachment.search_read([
+                ('resource', 'like', 'gnuhealth.imaging.test.result,%'),
+                ('name', 'like', '%-%-%.png'),
+                ], fields_names=['name'])}
 
 
 def count_by(items, key):
@@ -594,6 +773,7 @@ def series_values(server, study, series, instance_count):
         'modality': clean(tags.get('Modality')),
         'body_part': clean(tags.get('BodyPartExamined')),
         'instance_count': instance_count,
+        'missing_on_orthanc': False,
         }
 
 

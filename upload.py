@@ -21,6 +21,7 @@ from trytond.wizard import Button, StateTransition, StateView, Wizard
 from . import orthanc, upload_frames
 from .exceptions import OrthancUploadError
 from .server import DEFAULT_TIMEOUT, describe_error
+from .sync import LINK_REVIEW_CLEARED
 
 logger = logging.getLogger(__name__)
 
@@ -307,7 +308,7 @@ class UploadImageData(Wizard):
         Study = Pool().get(STUDY_MODEL)
         if not studies or not (patient or imaging_test):
             return
-        values = {'manual_link': True}
+        values = {'manual_link': True, **LINK_REVIEW_CLEARED}
         if imaging_test:
             values['imaging_test'] = imaging_test.id
             if imaging_test.request:

@@ -248,7 +248,8 @@ class SyncStudy(metaclass=PoolMeta):
 
     missing_on_orthanc = fields.Boolean('Missing on Orthanc', readonly=True,
         help="Orthanc no longer has this study; it is kept because it "
-        "carries notes or a link to an imaging result")
+        "carries what a person wrote or decided (notes, a comment, links, "
+        "attached images), and reused if Orthanc gets it back")
     manual_link = fields.Boolean('Linked by hand', readonly=True,
         help="The patient and result links were set by hand: "
         "synchronisation leaves them alone")

@@ -517,17 +517,23 @@ class SyncStudy(metaclass=PoolMeta):
                 candidates[study] = found
         owners = cls.patients_by_identifier(
             s.patient_id for s in candidates)
-        to_write, linked = [], set()
+        to_write, linked, conflicts = [], set(), 0
         for study, found in candidates.items():
             owner = owners.get(study.patient_id)
             values, request = link_values(study, found, owner, results)
             if request:
                 linked.add(request)
+            else:
+                conflicts += 1
             changed = changed_values(study, values)
             if changed:
                 to_write.extend(([study], changed))
         if to_write:
             cls.write(*to_write)
+        if conflicts:
+            logger.info("%s Orthanc studies not linked to the imaging "
+                "request of another patient (link review: conflict)",
+                conflicts)
         if 'worklist_status' in Request._fields:
             done = [r for r in linked if r.worklist_status != 'done']
             if done:

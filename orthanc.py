@@ -5,25 +5,29 @@ exceptions into user errors. Every request has a timeout, certificates are
 verified by default and no credential ever reaches an exception text or a
 log line (they travel only in the Authorization header).
 """
+import contextvars
+import dataclasses
 import datetime
 import io
 import os
 import re
 import ssl
 import threading
+import time
 import urllib.parse
 import zipfile
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import httpcore
 import httpx
 import pyorthanc
 
 __all__ = [
     'OrthancError', 'Unreachable', 'Timeout', 'TLSFailure', 'Unauthorized',
-    'NotFound', 'Rejected', 'NotOrthanc',
-    'ServerInfo', 'Change', 'ChangesPage', 'StudyTree', 'UploadedFile',
+    'NotFound', 'Rejected', 'NotOrthanc', 'DeadlineExceeded', 'TooLarge',
+    'Limits', 'ServerInfo', 'Change', 'ChangesPage', 'StudyTree', 'UploadedFile',
     'OrthancClient', 'client_for', 'redact',
     'person_name', 'dicom_date', 'dicom_int',
 ]
@@ -46,6 +50,11 @@ class OrthancError(Exception):
         self.status = status
         super().__init__(self.reason)
 
+    @property
+    def message_values(self):
+        "Extra values for the translated message of this error."
+        return {}
+
     def __str__(self):
         if self.status is None:
             return self.reason
@@ -58,6 +67,32 @@ class Unreachable(OrthancError):
 
 class Timeout(OrthancError):
     "The server did not answer in time."
+
+
+class DeadlineExceeded(Timeout):
+    """The whole answer did not arrive within the request's deadline
+    (a host trickling bytes never trips a per-read timeout)."""
+
+    def __init__(self, reason, seconds):
+        self.seconds = seconds
+        super().__init__(reason)
+
+    @property
+    def message_values(self):
+        return {'seconds': '%g' % self.seconds}
+
+
+class TooLarge(OrthancError):
+    "The answer is larger than the limit set for this kind of call."
+
+    def __init__(self, reason, kind, limit):
+        self.kind = kind
+        self.limit = limit
+        super().__init__(reason)
+
+    @property
+    def message_values(self):
+        return {'kind': self.kind, 'limit': _megabytes(self.limit)}
 
 
 class TLSFailure(OrthancError):
@@ -81,6 +116,25 @@ class NotOrthanc(OrthancError):
 
 
 # --- Data ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Limits:
+    """The largest answer accepted for each kind of call, in bytes.
+
+    An answer is read by streaming and dropped as soon as it passes its
+    limit, so a hostile or broken host cannot fill the memory.
+    """
+    info: int = 1_000_000  # /system, /plugins, /statistics
+    changes: int = 16_000_000  # one page of /changes
+    metadata: int = 64_000_000  # studies, series, instances, upload answers
+    image: int = 32_000_000  # a rendered preview
+
+    def __post_init__(self):
+        for item in dataclasses.fields(self):
+            if getattr(self, item.name) <= 0:
+                raise ValueError('answer limit %s must be positive'
+                    % item.name)
+
 
 @dataclass(frozen=True)
 class ServerInfo:
@@ -265,23 +319,162 @@ def _orthanc_message(response):
     return response.reason_phrase or 'HTTP error'
 
 
+def _megabytes(size):
+    return '%g MB' % round(size / 1_000_000, 1)
+
+
+# --- Bounded transport -----------------------------------------------------
+#
+# httpx's timeout applies to each socket operation: a host sending one byte
+# a second never trips it.  Every socket operation of a request made by the
+# adapter is therefore given what remains of the request's deadline, and
+# every answer body is counted as it streams in.  The bounds of the request
+# under way travel in a context variable, as pyorthanc's generated calls
+# take no extra argument.
+
+@dataclass(frozen=True)
+class _Bounds:
+    kind: str
+    limit: int
+    deadline: float  # time.monotonic() value
+
+
+_request_bounds = contextvars.ContextVar('orthanc_request_bounds',
+    default=None)
+
+
+def _remaining(timeout, expired):
+    "timeout cut to what is left of the deadline; expired() once over."
+    bounds = _request_bounds.get()
+    if bounds is None:
+        return timeout
+    left = bounds.deadline - time.monotonic()
+    if left <= 0:
+        raise expired('deadline reached')
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    "A socket whose every operation ends by the request's deadline."
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def read(self, max_bytes, timeout=None):
+        return self._stream.read(max_bytes,
+            _remaining(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer, timeout=None):
+        self._stream.write(buffer, _remaining(timeout, httpcore.WriteTimeout))
+
+    def close(self):
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+        return _DeadlineStream(self._stream.start_tls(ssl_context,
+                server_hostname, _remaining(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info):
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+
+    def __init__(self):
+        self._backend = httpcore.SyncBackend()
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None,
+            socket_options=None):
+        return _DeadlineStream(self._backend.connect_tcp(host, port,
+                _remaining(timeout, httpcore.ConnectTimeout), local_address,
+                socket_options))
+
+    def connect_unix_socket(self, path, timeout=None, socket_options=None):
+        return _DeadlineStream(self._backend.connect_unix_socket(path,
+                _remaining(timeout, httpcore.ConnectTimeout),
+                socket_options))
+
+    def sleep(self, seconds):
+        self._backend.sleep(seconds)
+
+
+class _CappedStream(httpx.SyncByteStream):
+    "An answer body that stops at its limit instead of filling memory."
+
+    def __init__(self, stream, bounds, url):
+        self._stream = stream
+        self._bounds = bounds
+        self._url = url
+
+    def __iter__(self):
+        total = 0
+        for chunk in self._stream:
+            total += len(chunk)
+            if total > self._bounds.limit:
+                raise _too_large(self._url, self._bounds)
+            yield chunk
+
+    def close(self):
+        self._stream.close()
+
+
+def _too_large(url, bounds):
+    return TooLarge('the answer of %s to a %s request is larger than %s'
+        % (url, bounds.kind, _megabytes(bounds.limit)), bounds.kind,
+        bounds.limit)
+
+
+class _BoundedTransport(httpx.HTTPTransport):
+    "httpx's transport with deadlines on sockets and capped answers."
+
+    def __init__(self, ssl_context):
+        super().__init__(verify=ssl_context, trust_env=False)
+        limits = httpx.Limits()
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=ssl_context,
+                trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_DeadlineBackend())
+
+    def handle_request(self, request):
+        response = super().handle_request(request)
+        bounds = _request_bounds.get()
+        if bounds is None:
+            return response
+        url = '%s://%s' % (request.url.scheme, request.url.netloc.decode())
+        length = response.headers.get('Content-Length', '')
+        if length.isdigit() and int(length) > bounds.limit:
+            response.close()
+            raise _too_large(url, bounds)
+        response.stream = _CappedStream(response.stream, bounds, url)
+        return response
+
+
 # --- Client ----------------------------------------------------------------
 
 class OrthancClient:
     """One Orthanc server: a pyorthanc (httpx) client, hence one pool."""
 
     def __init__(self, url, user=None, password=None, *, timeout=30.0,
-            verify=True):
+            verify=True, limits=None):
+        """timeout: the deadline of each request, in seconds, from
+        connecting to the last byte of the answer (retry included).
+        limits: the largest answers accepted (Limits)."""
         if not timeout or timeout <= 0:
             raise ValueError('a positive timeout is required')
         self.url, user, password = _split_credentials(url, user, password)
         self.timeout = timeout
+        self.limits = limits or Limits()
         self._count = 0
         self._count_lock = threading.Lock()
+        # Environment proxies are not used: httpx would mount its own
+        # transports for them, without the bounds.
         self._api = pyorthanc.Orthanc(self.url, user, password,
             return_raw_response=True, timeout=httpx.Timeout(timeout),
-            verify=_ssl_context(verify),
-            event_hooks={'request': [self._counted]})
+            transport=_BoundedTransport(_ssl_context(verify)),
+            trust_env=False, event_hooks={'request': [self._counted]})
 
     def _counted(self, request):
         with self._count_lock:
@@ -306,8 +499,9 @@ class OrthancClient:
 
     # -- transport --
 
-    def _send(self, call, *args, **kwargs):
-        """Run one pyorthanc call, mapping transport errors.
+    def _send(self, call, *args, kind='metadata', **kwargs):
+        """Run one pyorthanc call within the deadline and the answer limit
+        of its kind (a field of Limits), mapping transport errors.
 
         A keep-alive connection that Orthanc closed just as we reused it
         (Orthanc 1.10 keeps idle connections for 1 s only) fails without an
@@ -315,6 +509,15 @@ class OrthancClient:
         GET is safe, storing a DICOM file twice answers AlreadyStored and a
         repeated DELETE answers 404, which callers treat as "already gone".
         """
+        bounds = _Bounds(kind, getattr(self.limits, kind),
+            time.monotonic() + self.timeout)
+        token = _request_bounds.set(bounds)
+        try:
+            return self._send_within(bounds, call, *args, **kwargs)
+        finally:
+            _request_bounds.reset(token)
+
+    def _send_within(self, bounds, call, *args, **kwargs):
         for attempt in (1, 2):
             try:
                 return call(*args, **kwargs)
@@ -324,8 +527,9 @@ class OrthancClient:
                     raise Unreachable('connection to %s lost: %s'
                         % (self.url, _describe(exc))) from None
             except httpx.TimeoutException:
-                raise Timeout('no answer from %s within %g s'
-                    % (self.url, self.timeout)) from None
+                raise DeadlineExceeded('no complete answer from %s within '
+                    '%g s' % (self.url, self.timeout), self.timeout
+                    ) from None
             except httpx.ConnectError as exc:
                 if _caused_by_ssl(exc):
                     raise TLSFailure('TLS failure with %s: %s'
@@ -356,9 +560,9 @@ class OrthancClient:
                     response.headers.get('Location') or '?'), status)
         raise Rejected(_orthanc_message(response), status)
 
-    def _json(self, call, *args, expect=None, **kwargs):
+    def _json(self, call, *args, expect=None, kind='metadata', **kwargs):
         "The JSON body of a 2xx answer, of the expected type if given."
-        response = self._check(self._send(call, *args, **kwargs))
+        response = self._check(self._send(call, *args, kind=kind, **kwargs))
         try:
             body = response.json()
         except ValueError:
@@ -373,14 +577,16 @@ class OrthancClient:
 
     def server_info(self):
         try:
-            system = self._json(self._api.get_system, expect=dict)
+            system = self._json(self._api.get_system, expect=dict,
+                kind='info')
         except NotFound:
             raise NotOrthanc('%s has no Orthanc /system route' % self.url,
                 404) from None
         if 'Version' not in system or 'ApiVersion' not in system:
             raise NotOrthanc('%s is not an Orthanc server' % self.url)
-        plugins = self._json(self._api.get_plugins, expect=list)
-        statistics = self._json(self._api.get_statistics, expect=dict)
+        plugins = self._json(self._api.get_plugins, expect=list, kind='info')
+        statistics = self._json(self._api.get_statistics, expect=dict,
+            kind='info')
         return ServerInfo(
             name=str(system.get('Name') or ''),
             version=str(system['Version']),
@@ -393,7 +599,8 @@ class OrthancClient:
     # -- changes --
 
     def last_change(self):
-        body = self._json(self._api.get_changes, {'last': ''}, expect=dict)
+        body = self._json(self._api.get_changes, {'last': ''}, expect=dict,
+            kind='changes')
         with self._parsing():
             return int(body['Last'])
 
@@ -404,7 +611,8 @@ class OrthancClient:
         entries from the log instead.
         """
         body = self._json(self._api.get_changes,
-            {'since': int(seq), 'limit': int(limit)}, expect=dict)
+            {'since': int(seq), 'limit': int(limit)}, expect=dict,
+            kind='changes')
         with self._parsing():
             changes = [Change(
                     seq=int(c['Seq']),
@@ -493,7 +701,8 @@ class OrthancClient:
         (SR, encapsulated PDF...): that becomes Rejected(status=415).
         """
         response = self._send(self._api.get_instances_id_preview,
-            _check_id(instance_id), headers={'Accept': 'image/png'})
+            _check_id(instance_id), headers={'Accept': 'image/png'},
+            kind='image')
         if response.status_code == 415:
             raise Rejected('Orthanc cannot render this instance as an image',
                 415)
@@ -505,8 +714,13 @@ class OrthancClient:
 
     # -- writing --
 
-    def upload(self, name, data):
+    def upload(self, name, data, zip_files=None):
         """Store one DICOM file or one ZIP archive of DICOM files.
+
+        data: bytes, a memoryview or bytearray (sent in chunks, not
+        copied), or a re-iterable of bytes chunks with a len() (sent as
+        it is produced).  zip_files: the number of files of a ZIP archive
+        when the caller has counted them.
 
         Orthanc's 400 means "this file is not DICOM": reported per file,
         not raised. Inside a ZIP, Orthanc silently skips what is not DICOM
@@ -514,7 +728,13 @@ class OrthancClient:
         reported under the archive's name and skipped entries are counted
         in one extra 'Rejected' entry.
         """
-        response = self._send(self._api.post_instances, content=data)
+        if isinstance(data, bytes):
+            response = self._send(self._api.post_instances, content=data)
+        else:
+            body = _Chunks(data) if isinstance(data, (memoryview,
+                    bytearray)) else data
+            response = self._send(self._api.post, self.url + '/instances',
+                content=body, headers={'Content-Length': str(len(body))})
         if response.status_code == 400:
             return [UploadedFile(name, 'Rejected',
                     reason=_orthanc_message(response))]
@@ -530,7 +750,9 @@ class OrthancClient:
             return [_uploaded(name, body)]
         result = [_uploaded(name, item) for item in body
             if isinstance(item, dict)]
-        skipped = _zip_file_count(data) - len(result)
+        if zip_files is None:
+            zip_files = _zip_file_count(data)
+        skipped = zip_files - len(result)
         if skipped > 0 or not result:
             result.append(UploadedFile(name, 'Rejected', reason=(
                         '%d file(s) of the archive are not DICOM'
@@ -573,8 +795,25 @@ def _uploaded(name, item):
     return UploadedFile(name, 'Rejected', reason=reason)
 
 
+class _Chunks:
+    "A buffer sent in 1 MB pieces: httpx sends bytes, not memoryviews."
+    size = 1 << 20
+
+    def __init__(self, buffer):
+        self._view = memoryview(buffer).cast('B')
+
+    def __len__(self):
+        return len(self._view)
+
+    def __iter__(self):  # a new pass on each retry
+        for start in range(0, len(self._view), self.size):
+            yield bytes(self._view[start:start + self.size])
+
+
 def _zip_file_count(data):
     "Number of files (not folders) in a ZIP archive; 0 if unreadable."
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        return 0
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             return sum(1 for i in archive.infolist() if not i.is_dir())
@@ -590,15 +829,17 @@ _cache_lock = threading.Lock()
 _cache_pid = None
 
 
-def client_for(url, user, password, *, timeout=30.0, verify=True):
+def client_for(url, user, password, *, timeout=30.0, verify=True,
+        limits=None):
     """A cached OrthancClient, so each server keeps one connection pool.
 
     Bounded LRU: evicted clients are closed. After a fork the inherited
     clients are dropped without closing (their sockets belong to the parent).
     """
     global _cache_pid
+    limits = limits or Limits()
     key = (url, user, password, float(timeout),
-        verify if isinstance(verify, bool) else str(verify))
+        verify if isinstance(verify, bool) else str(verify), limits)
     with _cache_lock:
         if _cache_pid != os.getpid():
             _cache.clear()
@@ -608,7 +849,7 @@ def client_for(url, user, password, *, timeout=30.0, verify=True):
             _cache.move_to_end(key)
             return client
         client = OrthancClient(url, user, password, timeout=timeout,
-            verify=verify)
+            verify=verify, limits=limits)
         _cache[key] = client
         evicted = []
         while len(_cache) > _CACHE_SIZE:

@@ -28,7 +28,7 @@ __all__ = [
     'OrthancError', 'Unreachable', 'Timeout', 'TLSFailure', 'Unauthorized',
     'NotFound', 'Rejected', 'NotOrthanc', 'DeadlineExceeded', 'TooLarge',
     'Limits', 'ServerInfo', 'Change', 'ChangesPage', 'StudyTree', 'UploadedFile',
-    'OrthancClient', 'client_for', 'redact',
+    'OrthancClient', 'client_for', 'redact', 'megabytes',
     'person_name', 'dicom_date', 'dicom_int',
 ]
 
@@ -92,7 +92,7 @@ class TooLarge(OrthancError):
 
     @property
     def message_values(self):
-        return {'kind': self.kind, 'limit': _megabytes(self.limit)}
+        return {'kind': self.kind, 'limit': megabytes(self.limit)}
 
 
 class TLSFailure(OrthancError):
@@ -319,7 +319,8 @@ def _orthanc_message(response):
     return response.reason_phrase or 'HTTP error'
 
 
-def _megabytes(size):
+def megabytes(size):
+    "A size for people: '64 MB'."
     return '%g MB' % round(size / 1_000_000, 1)
 
 
@@ -420,7 +421,7 @@ class _CappedStream(httpx.SyncByteStream):
 
 def _too_large(url, bounds):
     return TooLarge('the answer of %s to a %s request is larger than %s'
-        % (url, bounds.kind, _megabytes(bounds.limit)), bounds.kind,
+        % (url, bounds.kind, megabytes(bounds.limit)), bounds.kind,
         bounds.limit)
 
 

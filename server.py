@@ -12,7 +12,7 @@ from trytond.pyson import Bool, Eval
 from trytond.transaction import without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
-from . import links, orthanc
+from . import limits, links, orthanc
 from .exceptions import OrthancServerError, ServerURLError
 
 logger = logging.getLogger(__name__)
@@ -22,6 +22,8 @@ DEFAULT_TIMEOUT = 30.0
 # Most specific first: Timeout and TLSFailure are kinds of network failure.
 _REASONS = [
     (orthanc.Unauthorized, 'msg_reason_unauthorized'),
+    (orthanc.DeadlineExceeded, 'msg_reason_deadline'),
+    (orthanc.TooLarge, 'msg_reason_too_large'),
     (orthanc.Timeout, 'msg_reason_timeout'),
     (orthanc.TLSFailure, 'msg_reason_tls'),
     (orthanc.Unreachable, 'msg_reason_unreachable'),
@@ -37,7 +39,8 @@ def describe_error(exc):
     for error_class, message in _REASONS:
         if isinstance(exc, error_class):
             return gettext('health_orthanc.' + message,
-                status=exc.status or '', detail=detail)
+                status=exc.status or '', detail=detail,
+                **exc.message_values)
     return gettext('health_orthanc.msg_reason_other', detail=detail)
 
 
@@ -174,7 +177,7 @@ class ServerConfig(ModelSQL, ModelView):
         if not is_valid_url(normalize_url(domain)):
             return False
         client = orthanc.OrthancClient(normalize_url(domain), user, password,
-            timeout=min(DEFAULT_TIMEOUT, 10))
+            timeout=min(DEFAULT_TIMEOUT, 10), limits=limits.answer_limits())
         try:
             client.server_info()
         except orthanc.OrthancError as exc:
@@ -242,7 +245,8 @@ class ServerConfig(ModelSQL, ModelView):
         "The shared adapter client of this server (one pool per server)."
         verify = (self.ca_bundle or True) if self.verify_tls else False
         return orthanc.client_for(self.domain, self.user, self.password,
-            timeout=self.timeout or DEFAULT_TIMEOUT, verify=verify)
+            timeout=self.timeout or DEFAULT_TIMEOUT, verify=verify,
+            limits=limits.answer_limits())
 
     def errors(self, message='msg_server_error', error=OrthancServerError,
             **values):
@@ -335,7 +339,8 @@ class ConnectNewOrthancServer(Wizard):
             self.status.success, self.status.message = False, problem
             return 'status'
         client = orthanc.OrthancClient(domain, self.start.user,
-            self.start.password, timeout=DEFAULT_TIMEOUT)
+            self.start.password, timeout=DEFAULT_TIMEOUT,
+            limits=limits.answer_limits())
         try:
             info = client.server_info()
         except orthanc.OrthancError as exc:

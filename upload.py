@@ -5,8 +5,11 @@ into GNU Health at once.
 The uploaded value is what the binary_dicom widget sends: the GNU Health
 framing of several files (GTK client and SAO's custom.js), one DICOM file,
 a ZIP archive of DICOM files or a gzip'ed file (see upload_frames.py).
-Files are sent one by one, as views of the uploaded value; what Orthanc
-refuses is reported per file and the other files are still stored.
+The whole upload is checked against the limits of trytond.conf before any
+file is sent (an upload beyond them is refused, nothing sent); then files
+are sent one by one, as views of the uploaded value (a gzip'ed file as it
+inflates); what Orthanc refuses is reported per file and the other files
+are still stored.
 """
 import logging
 from dataclasses import dataclass, field
@@ -18,16 +21,13 @@ from trytond.pyson import Bool, Eval, If
 from trytond.transaction import without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
-from . import orthanc, upload_frames
+from . import limits, orthanc, upload_frames
 from .exceptions import OrthancUploadError
 from .server import DEFAULT_TIMEOUT, describe_error
 from .sync import LINK_REVIEW_CLEARED
 
 logger = logging.getLogger(__name__)
 
-# Orthanc answers a POST only once the whole file (or archive) is stored:
-# a large ZIP needs longer than the server's read timeout for queries.
-UPLOAD_TIMEOUT = 600.0
 SERVER_MODEL = 'gnuhealth.orthanc.config'
 STUDY_MODEL = 'gnuhealth.imaging_orthanc.study'
 
@@ -71,53 +71,55 @@ def _rejected(name, reason):
     return orthanc.UploadedFile(name, 'Rejected', reason=reason)
 
 
-def _payload(frame):
-    """The bytes to POST for a frame.
-
-    httpx sends bytes only: a frame that is the whole uploaded value is
-    sent as is, the others are copied one file at a time.
-    """
-    whole = frame.data.obj
-    if isinstance(whole, bytes) and len(whole) == len(frame.data):
-        return whole
-    return frame.data.tobytes()
+# Refusals whose limit and size are in bytes (the others count files).
+_SIZE_LIMITS = {'gzip_too_large', 'zip_entry_too_large', 'upload_too_large'}
 
 
-def send_files(client, data, names, report):
-    """POST each file of data to Orthanc, appending answers to report.
+def check_files(data, names):
+    """The checked files of data (upload_frames.CheckedFile), none sent
+    yet: OrthancUploadError if the upload is empty or breaks a limit."""
+    try:
+        checked = upload_frames.check_upload(data, limits.upload_limits())
+    except upload_frames.UploadRefused as exc:
+        values = dict(exc.values)
+        if exc.code in _SIZE_LIMITS:
+            values.update({key: orthanc.megabytes(values[key])
+                    for key in ('limit', 'size') if key in values})
+        # The files were not all counted (there may be a million).
+        values['name'] = upload_frames.file_name(names,
+            values.pop('index', 1) - 1)
+        raise OrthancUploadError(gettext(
+                'health_orthanc.msg_upload_refused_' + exc.code, **values)
+            ) from None
+    if not checked:
+        raise OrthancUploadError(gettext('health_orthanc.msg_upload_empty'))
+    return checked
+
+
+def send_files(client, checked, names, report):
+    """POST each checked file to Orthanc, appending answers to report.
 
     A file Orthanc refuses is reported and the next one is sent; an
     adapter error that is not about the file (unreachable server, wrong
     credentials, timeout) is raised with report.current naming the file.
     """
-    report.count = upload_frames.count_frames(data)
+    report.count = len(checked)
     labels = upload_frames.file_names(names, report.count)
-    for frame in upload_frames.iter_files(data):
-        name = report.current = labels[frame.index]
-        if frame.error:
-            report.files.append(_rejected(name, gettext(
-                        'health_orthanc.msg_upload_truncated',
-                        detail=frame.error)))
-            continue
-        if not frame.size:
+    for item in checked:
+        name = report.current = labels[item.index]
+        if item.problem:
+            code, values = item.problem
             report.files.append(_rejected(name,
-                    gettext('health_orthanc.msg_upload_empty_file')))
+                    gettext('health_orthanc.msg_upload_' + code, **values)))
             continue
-        payload = _payload(frame)
-        if upload_frames.kind_of(payload) == 'gzip':
-            try:
-                payload = upload_frames.gunzip(payload)
-            except ValueError as exc:
-                report.files.append(_rejected(name, gettext(
-                            'health_orthanc.msg_upload_bad_gzip',
-                            detail=str(exc))))
-                continue
+        body = item.body()
         try:
-            report.files.extend(client.upload(name, payload))
+            report.files.extend(client.upload(name, body,
+                    zip_files=item.zip_files))
         except (orthanc.Rejected, orthanc.NotFound) as exc:
             # Refused for this file only (a filter, a size limit...).
             report.files.append(_rejected(name, describe_error(exc)))
-        del payload
+        del body
     report.current = None
     return report
 
@@ -125,11 +127,12 @@ def send_files(client, data, names, report):
 @without_check_access
 def upload_client(server):
     """A pooled adapter client for uploads: the server's settings with a
-    read timeout long enough for Orthanc to store a large archive."""
+    deadline long enough for Orthanc to store a large archive."""
     verify = (server.ca_bundle or True) if server.verify_tls else False
     return orthanc.client_for(server.domain, server.user, server.password,
-        timeout=max(server.timeout or DEFAULT_TIMEOUT, UPLOAD_TIMEOUT),
-        verify=verify)
+        timeout=max(server.timeout or DEFAULT_TIMEOUT,
+            limits.upload_timeout()),
+        verify=verify, limits=limits.answer_limits())
 
 
 class UploadImageDataStart(ModelView):
@@ -240,9 +243,8 @@ class UploadImageData(Wizard):
         Returns an UploadReport.
         """
         Server = Pool().get(SERVER_MODEL)
-        if not upload_frames.count_frames(data):
-            raise OrthancUploadError(
-                gettext('health_orthanc.msg_upload_empty'))
+        # Refused before the lock: nothing to wait for, nothing sent.
+        checked = check_files(data, names)
         # lock() restarts the transaction (trytond >= 7.0.38): before any
         # upload, or the files would be sent twice.  It also keeps a sync
         # of this server from running meanwhile.
@@ -250,7 +252,7 @@ class UploadImageData(Wizard):
         report = UploadReport()
         client = upload_client(server)
         try:
-            send_files(client, data, names, report)
+            send_files(client, checked, names, report)
         except orthanc.OrthancError as exc:
             logger.warning("Upload to %s stopped at %s: %s", server.label,
                 report.current, exc)

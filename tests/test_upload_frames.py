@@ -114,8 +114,11 @@ class FramingTestCase(unittest.TestCase):
     def test_gunzip(self):
         payload = dicom.image()
         self.assertEqual(frames.gunzip(gzip.compress(payload)), payload)
-        with self.assertRaisesRegex(ValueError, 'beyond'):
+        with self.assertRaises(frames.UploadRefused) as caught:
             frames.gunzip(gzip.compress(b'\0' * 10_000), limit=1000)
+        self.assertEqual(caught.exception.code, 'gzip_too_large')
+        self.assertEqual(frames.gunzip(gzip.compress(b'\0' * 1000),
+                limit=1000), b'\0' * 1000)
         with self.assertRaisesRegex(ValueError, 'truncated'):
             frames.gunzip(gzip.compress(payload)[:-20])
         with self.assertRaisesRegex(ValueError, 'corrupt'):

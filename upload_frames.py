@@ -237,7 +237,7 @@ def gunzip(data, limit=MAX_GUNZIP):
     """The inflated bytes of a gzip stream, in one buffer of exactly their
     size (counted first); see inflated_size for the errors."""
     size, _ = inflated_size(data, limit)
-    return Inflated(_view(data), size).read()
+    return Inflated(_view(data), size).to_buffer()
 
 
 class Inflated:
@@ -255,8 +255,9 @@ class Inflated:
     def __iter__(self):
         return _inflate(self._view)
 
-    def read(self):
-        "The whole inflated file, in a buffer of its exact size."
+    def to_buffer(self):
+        """The whole inflated file, in a buffer of its exact size (not
+        named read: httpx would take this object for a file)."""
         buffer = bytearray(self._size)
         position = 0
         for chunk in self:
@@ -357,7 +358,7 @@ class CheckedFile:
             return self.data
         inflated = Inflated(self.data, self.size)
         # A ZIP is read at random: it needs its bytes at hand.
-        return memoryview(inflated.read()) if self.kind == 'zip' \
+        return memoryview(inflated.to_buffer()) if self.kind == 'zip' \
             else inflated
 
 

@@ -1,0 +1,257 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Bounded answers: the deadline of a request and the largest answer of
+each kind of call, against the real Orthanc and, for what Orthanc never
+does, against hostile loopback servers (a 1 GB answer, a trickling host).
+"""
+import gzip
+import http.server
+import threading
+import time
+import unittest
+
+try:
+    from .. import orthanc, upload_frames
+except ImportError:  # tests/ run as a top-level package from the repo root
+    import orthanc
+    import upload_frames
+
+from . import bombs
+from . import dicom_factory as factory
+from .orthanc_server import orthanc_available, shared_server, upload_files
+
+needs_orthanc = unittest.skipUnless(orthanc_available(),
+    'the Orthanc executable is not installed')
+STUDY_ID = '0' * 8 + '-00000000' * 4
+GIGABYTE = 1_000_000_000
+MARGIN = 32_000_000  # memory above the answer limit: Python, httpx, buffers
+
+
+class _HostileHandler(http.server.BaseHTTPRequestHandler):
+    "Answers every GET the way server.mode says; counts bytes sent."
+    protocol_version = 'HTTP/1.1'
+
+    def do_GET(self):
+        try:
+            getattr(self, 'answer_' + self.server.mode)()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up: what is under test
+        finally:
+            self.close_connection = True
+
+    def send(self, data):
+        self.wfile.write(data)
+        self.wfile.flush()
+        self.server.sent += len(data)
+
+    def send_head(self, length=None):
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/json')
+        if length is None:
+            self.send_header('Connection', 'close')  # ends the body
+        else:
+            self.send_header('Content-Length', str(length))
+        self.end_headers()
+
+    def answer_gigabyte(self, length=None):
+        "1 GB of JSON-looking bytes, 1 MB at a time."
+        self.send_head(length)
+        chunk = b' ' * 1_000_000
+        self.send(b'[')
+        for _ in range(GIGABYTE // len(chunk)):
+            self.send(chunk)
+
+    def answer_gigabyte_announced(self):
+        self.answer_gigabyte(length=GIGABYTE + 1)
+
+    def answer_trickle_body(self):
+        "A 1,000-byte answer, one byte every half second."
+        self.send_head(1000)
+        self.trickle(b'{' + b' ' * 998 + b'}')
+
+    def answer_trickle_head(self):
+        "The status line and headers themselves, a byte at a time."
+        self.wfile.write(b'')
+        self.trickle(b'HTTP/1.1 200 OK\r\nContent-Type: application/json'
+            b'\r\nContent-Length: 2\r\n\r\n{}')
+
+    def trickle(self, data):
+        for index in range(len(data)):
+            self.send(data[index:index + 1])
+            time.sleep(0.5)
+
+    def log_message(self, *args):
+        pass
+
+
+class _HostileServer:
+
+    def __init__(self, mode):
+        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0),
+            _HostileHandler)
+        self.httpd.mode = mode
+        self.httpd.sent = 0
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+            daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return 'http://127.0.0.1:%d' % self.httpd.server_address[1]
+
+    @property
+    def sent(self):
+        return self.httpd.sent
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class HostileHostTest(unittest.TestCase):
+    "What Orthanc never does, a compromised or mistyped host may."
+
+    def hostile(self, mode, **options):
+        server = _HostileServer(mode)
+        self.addCleanup(server.close)
+        client = orthanc.OrthancClient(server.url, 'u', 'p', **options)
+        self.addCleanup(client.close)
+        return server, client
+
+    def test_gigabyte_answer_is_refused_with_bounded_memory(self):
+        "1 GB without Content-Length: dropped at the limit while streaming."
+        server, client = self.hostile('gigabyte')
+        limit = client.limits.metadata
+        with bombs.PeakGrowth() as growth:
+            with self.assertRaises(orthanc.TooLarge) as caught:
+                client.study(STUDY_ID)
+        self.assertEqual(caught.exception.kind, 'metadata')
+        self.assertEqual(caught.exception.limit, limit)
+        self.assertIn('larger than 64 MB', str(caught.exception))
+        self.assertLess(growth.bytes, limit + MARGIN)
+        self.assertLess(server.sent, GIGABYTE // 2)
+
+    def test_announced_gigabyte_is_refused_unread(self):
+        server, client = self.hostile('gigabyte_announced')
+        with bombs.PeakGrowth() as growth:
+            with self.assertRaises(orthanc.TooLarge):
+                client.study(STUDY_ID)
+        self.assertLess(growth.bytes, MARGIN)
+        self.assertLess(server.sent, GIGABYTE // 2)
+
+    def test_limits_per_kind(self):
+        "The same answer fits one kind of call and not another."
+        server, client = self.hostile('trickle_body',
+            limits=orthanc.Limits(info=500), timeout=0.5)
+        with self.assertRaises(orthanc.TooLarge) as caught:
+            client.server_info()  # announced 1,000 bytes: not read
+        self.assertEqual(caught.exception.kind, 'info')
+        with self.assertRaises(orthanc.DeadlineExceeded):
+            client.study(STUDY_ID)  # metadata: 1,000 bytes is fine
+
+    def test_trickling_body_ends_at_the_deadline(self):
+        """A byte every 0.5 s never trips a 2 s read timeout: the deadline
+        ends the request (the whole answer would take 500 s)."""
+        server, client = self.hostile('trickle_body', timeout=2)
+        with self.assertRaises(orthanc.DeadlineExceeded) as caught:
+            client.study(STUDY_ID)
+        self.assertIsInstance(caught.exception, orthanc.Timeout)
+        self.assertEqual(caught.exception.seconds, 2)
+        self.assertIn('within 2 s', str(caught.exception))
+        self.assertLess(server.sent, 1000)
+
+    def test_trickling_headers_end_at_the_deadline(self):
+        server, client = self.hostile('trickle_head', timeout=2)
+        with self.assertRaises(orthanc.DeadlineExceeded):
+            client.last_change()
+        self.assertLess(server.sent, 60)
+
+    def test_retry_shares_the_deadline(self):
+        "A dropped keep-alive connection is retried within the same deadline."
+        server, client = self.hostile('trickle_body', timeout=1)
+        with self.assertRaises(orthanc.DeadlineExceeded):
+            client.study(STUDY_ID)
+        self.assertLessEqual(client.request_count, 2)
+
+    def test_limits_must_be_positive(self):
+        with self.assertRaises(ValueError):
+            orthanc.Limits(image=0)
+
+    def test_client_for_keys_on_limits(self):
+        one = orthanc.client_for('http://127.0.0.1:9', 'u', 'p')
+        same = orthanc.client_for('http://127.0.0.1:9', 'u', 'p',
+            limits=orthanc.Limits())
+        other = orthanc.client_for('http://127.0.0.1:9', 'u', 'p',
+            limits=orthanc.Limits(info=10))
+        self.assertIs(one, same)
+        self.assertIsNot(one, other)
+        self.assertEqual(other.limits.info, 10)
+
+
+@needs_orthanc
+class OrthancLimitsTest(unittest.TestCase):
+    "The limits against the real Orthanc: each kind of call has its own."
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.server = shared_server()
+
+    def client(self, **limits):
+        client = orthanc.OrthancClient(self.server.url, self.server.user,
+            self.server.password, timeout=10,
+            limits=orthanc.Limits(**limits))
+        self.addCleanup(client.close)
+        return client
+
+    def store(self, files):
+        answers = upload_files(self.server, files)
+        for study_id in dict.fromkeys(a['ParentStudy'] for a in answers):
+            self.addCleanup(self.client().delete_study, study_id)
+        return answers
+
+    def test_server_info(self):
+        self.assertTrue(self.client().server_info().version)
+        with self.assertRaises(orthanc.TooLarge) as caught:
+            self.client(info=50).server_info()
+        self.assertEqual(caught.exception.kind, 'info')
+
+    def test_changes(self):
+        self.store([factory.image(study_uid=factory.uid())])
+        self.client().changes_since(0, limit=10)
+        with self.assertRaises(orthanc.TooLarge) as caught:
+            self.client(changes=100).changes_since(0, limit=10)
+        self.assertEqual(caught.exception.kind, 'changes')
+
+    def test_metadata_and_preview(self):
+        answer, = self.store([factory.image(study_uid=factory.uid())])
+        client = self.client(metadata=200, image=len(orthanc.PNG_MAGIC))
+        with self.assertRaises(orthanc.TooLarge):
+            client.study_tree(answer['ParentStudy'])
+        with self.assertRaises(orthanc.TooLarge) as caught:
+            client.preview(answer['ID'])
+        self.assertEqual(caught.exception.kind, 'image')
+        # Other kinds are unaffected, the pooled connection still works.
+        self.assertTrue(client.server_info().version)
+        self.assertTrue(self.client().preview(answer['ID']).startswith(
+                orthanc.PNG_MAGIC))
+
+    def test_streamed_uploads(self):
+        """A view is sent without a copy and a gzip'ed file as it inflates,
+        with its Content-Length (Orthanc 1.10 stores both)."""
+        client = self.client()
+        plain = factory.image(study_uid=factory.uid())
+        framed = memoryview(factory.frame_mult([plain]))[12:]
+        stored, = client.upload('view.dcm', framed)
+        self.addCleanup(client.delete_study, stored.study_id)
+        self.assertEqual(stored.status, 'Success')
+        packed = gzip.compress(factory.image(study_uid=factory.uid()))
+        size, _ = upload_frames.inflated_size(packed)
+        stored, = client.upload('packed.dcm.gz',
+            upload_frames.Inflated(memoryview(packed), size))
+        self.addCleanup(client.delete_study, stored.study_id)
+        self.assertEqual(stored.status, 'Success')
+
+
+if __name__ == '__main__':
+    unittest.main()

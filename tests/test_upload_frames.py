@@ -7,6 +7,7 @@ import unittest
 
 from trytond.modules.health_orthanc import upload_frames as frames
 
+from . import bombs
 from . import dicom_factory as dicom
 
 
@@ -97,6 +98,13 @@ class FramingTestCase(unittest.TestCase):
         self.assertFalse(frames.is_framed(data))
         result, = frames.iter_files(data)
         self.assertEqual(bytes(result.data), data)
+        # Even when the preamble reads as an exact framing of one file.
+        image = dicom.image()
+        exact = b'MULT' + struct.pack('<Q', len(image) - 12) + image[12:]
+        self.assertEqual(frames.kind_of(exact), 'dicom')
+        self.assertFalse(frames.is_framed(exact))
+        checked, = frames.check_upload(exact)
+        self.assertEqual((checked.kind, checked.size), ('dicom', len(image)))
 
     def test_zip(self):
         data = dicom.zip_of([('a.dcm', dicom.image())])
@@ -141,6 +149,134 @@ class FramingTestCase(unittest.TestCase):
         for value in (memoryview(data), bytearray(data)):
             self.assertEqual([bytes(f.data) for f in frames.iter_files(value)],
                 [b'abc', b'de'])
+
+
+
+class CheckUploadTestCase(unittest.TestCase):
+    "check_upload: the whole upload against the limits, before any send."
+
+    def refused(self, data, code, limits=None):
+        with self.assertRaises(frames.UploadRefused) as caught:
+            frames.check_upload(data, limits)
+        self.assertEqual(caught.exception.code, code)
+        return caught.exception.values
+
+    def test_files(self):
+        archive = dicom.zip_of([('a.dcm', dicom.image()),
+                ('b.dcm', dicom.image())])
+        image = dicom.image()
+        packed = gzip.compress(image)
+        checked = frames.check_upload(frame(image, archive, packed,
+                b'not DICOM'))
+        self.assertEqual([c.kind for c in checked],
+            ['dicom', 'zip', 'dicom', 'unknown'])
+        self.assertEqual([c.zip_files for c in checked],
+            [None, 2, None, None])
+        self.assertEqual([c.gzipped for c in checked],
+            [False, False, True, False])
+        self.assertEqual(checked[2].size, len(image))
+        self.assertEqual(b''.join(checked[2].body()), image)
+        self.assertIs(checked[0].body().obj, checked[1].body().obj)
+        self.assertEqual(frames.check_upload(b''), [])
+        self.assertEqual(frames.check_upload(b'MULT'), [])
+
+    def test_too_many_files(self):
+        values = self.refused(frame(*[b'x'] * 4), 'too_many_files',
+            frames.UploadLimits(files=3))
+        self.assertEqual(values, {'limit': 3})
+        self.assertEqual(len(frames.check_upload(frame(*[b'x'] * 3),
+                    frames.UploadLimits(files=3))), 3)
+
+    def test_million_empty_files(self):
+        "Refused at the first header: nothing else is read."
+        data = bombs.zero_length_frames(1_000_000)
+        self.assertEqual(self.refused(data, 'empty_file'), {'index': 1})
+        self.assertEqual(self.refused(frame(b'a', b'', b'c'), 'empty_file'),
+            {'index': 2})
+        self.refused(b'MULT' + (b'\1' + bytes(7) + b'x') * 1_000_000,
+            'too_many_files')  # a million 1-byte files
+
+    def test_truncated_file_is_not_sent(self):
+        data = frame(b'abc') + struct.pack('<Q', 99) + b'short'
+        first, last = frames.check_upload(data)
+        self.assertIsNone(first.problem)
+        self.assertEqual(last.problem[0], 'truncated')
+
+    def test_gzip_bomb(self):
+        "Counted, not held: memory stays far below what it inflates to."
+        bomb = bombs.gzip_of_zeros(64 * bombs.BLOCK)  # 1 GiB
+        tracemalloc.start()
+        try:
+            values = self.refused(frame(dicom.image(), bomb),
+                'gzip_too_large')
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        self.assertEqual(values, {'limit': frames.MAX_GUNZIP, 'index': 2})
+        self.assertLess(peak, 5_000_000)
+
+    def test_gzip_inflated_total(self):
+        packed = gzip.compress(bytes(1000))
+        limits = frames.UploadLimits(inflated_upload=2500)
+        self.assertEqual(len(frames.check_upload(frame(packed, packed),
+                    limits)), 2)
+        self.assertEqual(self.refused(frame(packed, packed, packed),
+                'upload_too_large', limits), {'limit': 2500, 'index': 3})
+
+    def test_corrupt_gzip_is_not_sent(self):
+        checked, = frames.check_upload(b'\x1f\x8b' + b'\xff' * 30)
+        self.assertEqual(checked.problem[0], 'bad_gzip')
+        checked, = frames.check_upload(gzip.compress(dicom.image())[:-20])
+        self.assertIn('truncated', checked.problem[1]['detail'])
+
+    def test_zip_bomb(self):
+        bomb = bombs.zip_of_zeros(179 * bombs.BLOCK)  # 3 GB in 3 MB
+        values = self.refused(bomb, 'zip_entry_too_large')
+        self.assertEqual(values['size'], 179 * bombs.BLOCK)
+        limits = frames.UploadLimits(inflated_file=1 << 32)
+        values = self.refused(bomb, 'zip_ratio', limits)
+        self.assertGreater(values['ratio'], 1000)
+
+    def test_zip_limits(self):
+        archive = dicom.zip_of([('%d.dcm' % i, b'x') for i in range(5)])
+        self.assertEqual(self.refused(archive, 'zip_entries',
+                frames.UploadLimits(zip_entries=4)),
+            {'count': 5, 'limit': 4, 'index': 1})
+        # A small archive is judged as if it were 1 MB: no false alarm.
+        small = dicom.zip_of([('a.dcm', bytes(5_000_000))])
+        checked, = frames.check_upload(small)
+        self.assertEqual(checked.zip_files, 1)
+        checked, = frames.check_upload(b'PK\x03\x04 not an archive')
+        self.assertEqual(checked.problem[0], 'bad_zip')
+
+    def test_gzipped_zip_is_checked(self):
+        bomb = gzip.compress(bombs.zip_of_zeros(2 * bombs.BLOCK))
+        limits = frames.UploadLimits(inflated_file=bombs.BLOCK)
+        self.refused(bomb, 'zip_entry_too_large', limits)
+        archive = dicom.zip_of([('a.dcm', dicom.image())])
+        checked, = frames.check_upload(gzip.compress(archive))
+        self.assertEqual((checked.kind, checked.zip_files), ('zip', 1))
+        self.assertEqual(bytes(checked.body()), archive)
+
+    def test_inflated_chunks(self):
+        data = bombs.gzip_of_zeros(2 * bombs.BLOCK)
+        size, head = frames.inflated_size(data, limit=1 << 30)
+        self.assertEqual((size, head), (2 * bombs.BLOCK, bytes(132)))
+        inflated = frames.Inflated(memoryview(data), size)
+        self.assertEqual(len(inflated), size)
+        for _ in range(2):  # re-iterable: a retry inflates again
+            lengths = [len(c) for c in inflated]
+            self.assertEqual(sum(lengths), size)
+            self.assertLessEqual(max(lengths), 1 << 20)
+
+    def test_limits_must_be_positive(self):
+        with self.assertRaises(ValueError):
+            frames.UploadLimits(files=0)
+
+    def test_file_name(self):
+        self.assertEqual(frames.file_name('a\nb', 1), 'b')
+        self.assertEqual(frames.file_name('a\nb', 5), 'file #6')
+        self.assertEqual(frames.file_name(1234, 0), 'file #1')
 
 
 if __name__ == '__main__':

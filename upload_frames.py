@@ -378,30 +378,22 @@ def _check_file(frame, limits):
         checked.problem = ('truncated', {'detail': frame.error})
         return checked
     checked.kind, checked.size = kind_of(frame.data), frame.size
-    view = frame.data
-    if checked.kind == 'gzip':
-        try:
+    view, unusable = frame.data, 'bad_gzip'
+    try:
+        if checked.kind == 'gzip':
             checked.size, head = inflated_size(view, limits.inflated_file)
-        except UploadRefused as exc:
-            exc.values['index'] = frame.index + 1
-            raise
-        except ValueError as exc:
-            checked.problem = ('bad_gzip', {'detail': str(exc)})
-            return checked
-        checked.gzipped, checked.kind = True, kind_of(head)
-        checked.inflates = checked.size
+            checked.gzipped, checked.kind = True, kind_of(head)
+            checked.inflates = checked.size
+            if checked.kind == 'zip':
+                view = checked.body()
+        unusable = 'bad_zip'
         if checked.kind == 'zip':
-            view = checked.body()
-    if checked.kind == 'zip':
-        try:
             checked.zip_files, inflated = _check_zip(view, limits)
-        except UploadRefused as exc:
-            exc.values['index'] = frame.index + 1
-            raise
-        except ValueError as exc:
-            checked.problem = ('bad_zip', {'detail': str(exc)})
-            return checked
-        checked.inflates += inflated
+            checked.inflates += inflated
+    except UploadRefused:
+        raise
+    except ValueError as exc:  # not sent, the other files are
+        checked.problem = (unusable, {'detail': str(exc)})
     return checked
 
 
@@ -416,7 +408,11 @@ def check_upload(data, limits=None):
         _check_framing(view, limits)
     checked, inflating = [], 0
     for frame in iter_files(view):
-        item = _check_file(frame, limits)
+        try:
+            item = _check_file(frame, limits)
+        except UploadRefused as exc:
+            exc.values['index'] = frame.index + 1
+            raise
         inflating += item.inflates
         if inflating > limits.inflated_upload:
             raise UploadRefused('upload_too_large',

@@ -1,7 +1,8 @@
 """The one adapter that talks HTTP to an Orthanc PACS.
 
 No Tryton code here: models call these functions and translate the
-exceptions into user errors. Every request has a timeout, certificates are
+exceptions into user errors. Every request has a deadline and every answer
+a size limit (see Limits and the bounded transport), certificates are
 verified by default and no credential ever reaches an exception text or a
 log line (they travel only in the Authorization header).
 """
@@ -27,7 +28,8 @@ import pyorthanc
 __all__ = [
     'OrthancError', 'Unreachable', 'Timeout', 'TLSFailure', 'Unauthorized',
     'NotFound', 'Rejected', 'NotOrthanc', 'DeadlineExceeded', 'TooLarge',
-    'Limits', 'ServerInfo', 'Change', 'ChangesPage', 'StudyTree', 'UploadedFile',
+    'Limits', 'ServerInfo', 'Change', 'ChangesPage', 'StudyTree',
+    'UploadedFile',
     'OrthancClient', 'client_for', 'redact', 'megabytes',
     'person_name', 'dicom_date', 'dicom_int',
 ]
@@ -514,11 +516,11 @@ class OrthancClient:
             time.monotonic() + self.timeout)
         token = _request_bounds.set(bounds)
         try:
-            return self._send_within(bounds, call, *args, **kwargs)
+            return self._send_within(call, *args, **kwargs)
         finally:
             _request_bounds.reset(token)
 
-    def _send_within(self, bounds, call, *args, **kwargs):
+    def _send_within(self, call, *args, **kwargs):
         for attempt in (1, 2):
             try:
                 return call(*args, **kwargs)

@@ -28,8 +28,9 @@ import zlib
 from dataclasses import dataclass
 
 __all__ = ['MAGIC', 'Frame', 'is_framed', 'iter_files', 'count_frames',
-    'file_names', 'file_name', 'kind_of', 'gunzip', 'UploadLimits', 'UploadRefused',
-    'CheckedFile', 'check_upload', 'Inflated', 'zip_file_count']
+    'file_names', 'file_name', 'kind_of', 'gunzip', 'inflated_size',
+    'Inflated', 'UploadLimits', 'UploadRefused', 'CheckedFile',
+    'check_upload']
 
 MAGIC = b'MULT'
 _LENGTH = struct.Struct('<Q')
@@ -304,11 +305,6 @@ def _zip_members(view):
             EOFError) as exc:
         raise ValueError('unreadable ZIP archive: %s'
             % (str(exc) or exc.__class__.__name__)) from None
-
-
-def zip_file_count(data):
-    "Number of files in a ZIP archive; ValueError if unreadable."
-    return len(_zip_members(_view(data)))
 
 
 def _check_zip(view, limits):

@@ -3,9 +3,10 @@
 """Figures of the bomb uploads and hostile hosts that the tests refuse.
 
 Uploads (tests/test_upload_bombs.py's set-up: JSON-RPC to a trytond
-process on SQLite, its own Orthanc): per bomb, the wall time of the
-wizard's 'upload' call over JSON-RPC, the growth of trytond's and
-Orthanc's peak RSS (VmHWM reset just before), and the error.  Answers
+process, tests/rpc.py, with a radiographer's session; its own Orthanc):
+per bomb, the wall time of the wizard's 'upload' call, the growth of
+trytond's and Orthanc's peak RSS (VmHWM reset just before), and the
+error.  Answers
 (tests/test_answer_bounds.py's loopback hosts, in this process): a 1 GB
 answer and hosts trickling one byte every half second, with the default
 limits and a 10 s deadline.
@@ -13,12 +14,15 @@ limits and a 10 s deadline.
 Prints one JSON object on stdout.
 
     python benchmarks/bombs.py
+
+Run it as the suite runs tests (SQLite, database cache in build/):
+    TRYTOND_DATABASE_URI=sqlite:// DB_NAME=:memory: \\
+        DB_CACHE=build/db-cache python benchmarks/bombs.py
 """
 import json
 import os
 import sys
 import time
-import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 sys.path.insert(0, ROOT)
@@ -64,12 +68,11 @@ def measure_uploads():
                 'seconds': round(time.monotonic() - started, 2),
                 'trytond_peak_growth_mb': mb(growth),
                 'orthanc_peak_growth_mb': mb(orthanc_growth),
-                'error': error and error[1][0],
+                'error': error and error.message,
                 }
-            case.doCleanups()
         figures['orthanc_instances_left'] = len(case.orthanc_instances())
     finally:
-        unittest.TestCase.doClassCleanups.__func__(type(case))
+        type(case).doClassCleanups()
     return figures
 
 

@@ -11,6 +11,8 @@ error.  Answers
 answer and hosts trickling one byte every half second, with the default
 limits and a 10 s deadline.
 
+Each case runs in a fresh Python process (and its own trytond): a process
+keeps the heap it freed, which would hide the growth of the next case.
 Prints one JSON object on stdout.
 
     python benchmarks/bombs.py
@@ -21,6 +23,7 @@ Run it as the suite runs tests (SQLite, database cache in build/):
 """
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -54,55 +57,66 @@ def mb(size):
     return round(size / 1e6, 1)
 
 
-def measure_uploads():
+def measure_upload(name):
+    "One upload against a fresh trytond (its freed heap would hide growth)."
     case = uploads.UploadBombsOverRpcTest('test_upload_still_works')
     case.setUpClass()
-    figures = {}
     try:
-        for name, build in UPLOADS.items():
-            data, names = build()
-            started = time.monotonic()
-            error, growth, orthanc_growth = case.upload(data, names)
-            figures[name] = {
-                'upload_mb': mb(len(data)),
-                'seconds': round(time.monotonic() - started, 2),
-                'trytond_peak_growth_mb': mb(growth),
-                'orthanc_peak_growth_mb': mb(orthanc_growth),
-                'error': error and error.message,
-                }
-        figures['orthanc_instances_left'] = len(case.orthanc_instances())
+        data, names = UPLOADS[name]()
+        started = time.monotonic()
+        error, growth, orthanc_growth = case.upload(data, names)
+        return {
+            'upload_mb': mb(len(data)),
+            'seconds': round(time.monotonic() - started, 2),
+            'trytond_peak_growth_mb': mb(growth),
+            'orthanc_peak_growth_mb': mb(orthanc_growth),
+            'orthanc_instances_after': len(case.orthanc_instances()),
+            'error': error and error.message,
+            }
     finally:
         type(case).doClassCleanups()
-    return figures
 
 
-def measure_hosts():
-    figures = {}
-    for name, (mode, call) in HOSTS.items():
-        server = answers._HostileServer(mode)
-        client = orthanc.OrthancClient(server.url, 'u', 'p', timeout=10)
-        args = [answers.STUDY_ID] if call == 'study' else []
-        started = time.monotonic()
-        with bombs.PeakGrowth() as growth:
-            try:
-                getattr(client, call)(*args)
-                error = None
-            except orthanc.OrthancError as exc:
-                error = '%s: %s' % (exc.__class__.__name__, exc)
-        figures[name] = {
-            'seconds': round(time.monotonic() - started, 2),
-            'peak_growth_mb': mb(growth.bytes),
-            'host_sent_mb': mb(server.sent),
-            'error': error,
-            }
-        client.close()
-        server.close()
-    return figures
+def measure_host(name):
+    "One hostile host, answering this process."
+    mode, call = HOSTS[name]
+    server = answers._HostileServer(mode)
+    client = orthanc.OrthancClient(server.url, 'u', 'p', timeout=10)
+    args = [answers.STUDY_ID] if call == 'study' else []
+    started = time.monotonic()
+    with bombs.PeakGrowth() as growth:
+        try:
+            getattr(client, call)(*args)
+            error = None
+        except orthanc.OrthancError as exc:
+            error = '%s: %s' % (exc.__class__.__name__, exc)
+    client.close()
+    server.close()
+    return {
+        'seconds': round(time.monotonic() - started, 2),
+        'peak_growth_mb': mb(growth.bytes),
+        'host_sent_mb': mb(server.sent),
+        'error': error,
+        }
+
+
+def in_child(kind, name):
+    "The figures of one case, measured in a fresh Python process."
+    output = subprocess.run([sys.executable, __file__, kind, name],
+        check=True, stdout=subprocess.PIPE).stdout
+    return json.loads(output)
 
 
 def main():
-    print(json.dumps({'uploads': measure_uploads(),
-                'answers': measure_hosts()}, indent=2))
+    if len(sys.argv) == 3:  # one case, in this (child) process
+        kind, name = sys.argv[1:]
+        measure = measure_upload if kind == 'upload' else measure_host
+        print(json.dumps(measure(name)))
+        return
+    print(json.dumps({
+                'uploads': {n: in_child('upload', n) for n in UPLOADS},
+                'answers': {n: in_child('host', n) for n in HOSTS},
+                }, indent=2))
 
 
 if __name__ == '__main__':

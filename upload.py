@@ -81,6 +81,8 @@ def check_files(data, names):
     try:
         checked = upload_frames.check_upload(data, limits.upload_limits())
     except upload_frames.UploadRefused as exc:
+        logger.info("Upload refused before sending: %s %s", exc.code,
+            exc.values)
         values = dict(exc.values)
         if exc.code in _SIZE_LIMITS:
             values.update({key: orthanc.megabytes(values[key])

@@ -424,6 +424,9 @@ def _cached_database():
     # Restores or creates the cache as ModuleTestCase does.
     test_tryton.activate_module(MODULE)
     path = test_tryton._db_cache_file(test_tryton.DB_CACHE, MODULE)
+    # As ModuleTestCase.tearDownClass does: no connection of this process
+    # is left to the test database, which the next test class drops.
+    test_tryton.drop_db()
     if test_tryton.DB_CACHE.startswith('postgresql://'):
         return path[len(test_tryton.DB_CACHE) + 1:]
     return path if os.path.exists(path) else None

@@ -36,8 +36,8 @@ def explorer_patient(base, patient_id):
 
 def ohif_dicom_json(base, study_id):
     "OHIF viewer opening one study by its Orthanc ID (Orthanc's JSON)."
-    return _join(base, '/ohif/viewer',
-        url='../studies/%s/ohif-dicom-json' % quote(study_id, safe='-'))
+    return (base.rstrip('/') + '/ohif/viewer?url=../studies/%s/ohif-dicom-json'
+        % quote(study_id, safe='-'))
 
 
 def ohif(base, study_uid):

@@ -233,10 +233,19 @@ incremental = synchronize('incremental')
 full = synchronize('full')
 with Transaction().start(DB, 0):
     Study = pool.get('gnuhealth.imaging_orthanc.study')
-    uids = [s.orthanc_UID for s in Study.search([])]
-print('INCREMENTAL', incremental.created, incremental.removed)
-print('FULL', full.created, full.updated, full.removed)
-print('STUDIES', len(uids), len(set(uids)))
+    Series = pool.get('gnuhealth.imaging_orthanc.study_series')
+    studies = Study.search([], order=[('id', 'ASC')])
+    uids = [s.orthanc_UID for s in studies]
+    print('INCREMENTAL', incremental.created, incremental.removed)
+    print('FULL', full.created, full.updated, full.removed)
+    print('STUDIES', len(uids), len(set(uids)))
+    # What people wrote, after the new sync rewrote the mirrored values.
+    for study in studies:
+        print('STUDY', study.id, study.patient and study.patient.id,
+            study.imaging_test and study.imaging_test.id, study.notes,
+            study.merge_comment)
+    for series in Series.search([], order=[('id', 'ASC')]):
+        print('SERIES', series.id, series.notes)
 '''
 
 
@@ -316,13 +325,22 @@ class Release504UpgradeTestCase(UpgradeMixin, unittest.TestCase):
         # The upgraded database goes on from 5.0.4's cursor.
         upload_files(self.orthanc, dicom.study(n_series=1, n_instances=1,
                 patient_id='P4', patient_name='POE^EDGAR'))
-        studies = len(before['tables']['gnuhealth.imaging_orthanc.study'])
-        self.assertEqual(
-            self.python(sys.executable, SYNC_AFTER_UPGRADE).splitlines(), [
+        old_studies = before['tables']['gnuhealth.imaging_orthanc.study']
+        old_series = before['tables']['gnuhealth.imaging_orthanc.study_series']
+        count = len(old_studies)
+        lines = self.python(sys.executable, SYNC_AFTER_UPGRADE).splitlines()
+        # The full sync fills the new columns of the upgraded studies.
+        self.assertEqual(lines[:3], [
                 'INCREMENTAL 1 0',
-                'FULL 0 0',
-                'STUDIES %d %d' % (studies + 1, studies + 1),
+                'FULL 0 %d 0' % count,
+                'STUDIES %d %d' % (count + 1, count + 1),
                 ])
+        self.assertEqual(lines[3:3 + count], ['STUDY %s %s %s %s %s' % (
+                        s['id'], s['patient'], s['imaging_test'], s['notes'],
+                        s['merge_comment']) for s in old_studies])
+        self.assertEqual([line for line in lines if line.startswith('SERIES')
+                and int(line.split()[1]) <= max(s['id'] for s in old_series)],
+            ['SERIES %s %s' % (s['id'], s['notes']) for s in old_series])
 
     def compare_rows(self, before, after):
         "Every stored value of 5.0.4, compared with the upgraded row."

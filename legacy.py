@@ -19,7 +19,21 @@ SERVER_MODEL = 'gnuhealth.orthanc.config'
 STUDY = 'gnuhealth.imaging_orthanc.study'
 
 
-class OrthancPatient(ModelSQL, ModelView):
+class UniqueOrthancUuid:
+    "One row per server and Orthanc ID, as in 4.x."
+    __slots__ = ()
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        t = cls.__table__()
+        cls._sql_constraints = [
+            ('uuid_unique', Unique(t, t.server, t.uuid),
+                'health_orthanc.msg_legacy_uuid_unique'),
+            ]
+
+
+class OrthancPatient(UniqueOrthancUuid, ModelSQL, ModelView):
     "Orthanc Patient (GNU Health 4.x)"
     __name__ = 'gnuhealth.orthanc.patient'
 
@@ -37,15 +51,6 @@ class OrthancPatient(ModelSQL, ModelView):
             help="The patient in Orthanc Explorer"), 'get_links')
 
     @classmethod
-    def __setup__(cls):
-        super().__setup__()
-        t = cls.__table__()
-        cls._sql_constraints = [
-            ('uuid_unique', Unique(t, t.server, t.uuid),
-                'health_orthanc.msg_legacy_uuid_unique'),
-            ]
-
-    @classmethod
     def get_links(cls, patients, names):
         return viewer_links(patients, names, lambda patient, server: {
                 'link': links.explorer_patient(server.public_url,
@@ -56,7 +61,7 @@ class OrthancPatient(ModelSQL, ModelView):
         return self.name or self.ident or self.uuid
 
 
-class OrthancStudy(ModelSQL, ModelView):
+class OrthancStudy(UniqueOrthancUuid, ModelSQL, ModelView):
     "Orthanc Study (GNU Health 4.x)"
     __name__ = 'gnuhealth.orthanc.study'
 
@@ -86,15 +91,6 @@ class OrthancStudy(ModelSQL, ModelView):
         'get_links')
     orthanc_explorer_link = fields.Function(fields.Char('Orthanc Explorer'),
         'get_links')
-
-    @classmethod
-    def __setup__(cls):
-        super().__setup__()
-        t = cls.__table__()
-        cls._sql_constraints = [
-            ('uuid_unique', Unique(t, t.server, t.uuid),
-                'health_orthanc.msg_legacy_uuid_unique'),
-            ]
 
     @classmethod
     def get_links(cls, studies, names):

@@ -207,30 +207,13 @@ DROPPED_504 = {
     }
 
 SYNC_AFTER_UPGRADE = '''
+from trytond.modules.health_orthanc.tests.stack import synchronize
 from trytond.pool import Pool
-from trytond.transaction import Transaction, TransactionError
+from trytond.transaction import Transaction
 pool = Pool(DB)
 pool.init()
-
-
-def synchronize(kind):
-    "As trytond's dispatcher runs it: a lock request restarts the work."
-    extras = {}
-    while True:
-        with Transaction().start(DB, 0, **extras) as transaction:
-            Server = pool.get('gnuhealth.orthanc.config')
-            try:
-                stats = Server.synchronize(None, kind)
-            except TransactionError as error:
-                transaction.rollback()
-                error.fix(extras)
-                continue
-            transaction.commit()
-            return stats
-
-
-incremental = synchronize('incremental')
-full = synchronize('full')
+incremental = synchronize(DB, None, 'incremental')
+full = synchronize(DB, None, 'full')
 with Transaction().start(DB, 0):
     Study = pool.get('gnuhealth.imaging_orthanc.study')
     Series = pool.get('gnuhealth.imaging_orthanc.study_series')
@@ -319,6 +302,10 @@ class Release504UpgradeTestCase(UpgradeMixin, unittest.TestCase):
         self.assertEqual(set(report['xml_ids']['dropped']), DROPPED_504)
         self.assertEqual(report['orphans'],
             {name: [] for name in report['orphans']})
+        # New columns of upgraded rows hold their defaults.
+        server, = after['tables']['gnuhealth.orthanc.config']
+        self.assertEqual((server['verify_tls'], server['timeout']),
+            (True, 30.0))
         self.assertTrue(before['image']['png'])
         self.assertTrue(after['image']['png'])
 

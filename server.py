@@ -274,9 +274,9 @@ class ServerConfig(ModelSQL, ModelView):
     @classmethod
     def _copy_placeholders(cls, servers):
         "Free labels and URLs for copies, by id of the server copied."
-        taken = {(s.label, s.domain) for s in cls.search([])}
-        labels_taken = {label for label, _ in taken}
-        urls_taken = {url for _, url in taken}
+        existing = cls.search([])
+        labels_taken = {s.label for s in existing}
+        urls_taken = {s.domain for s in existing}
         labels, urls = {}, {}
         for server in servers:
             number = 1

@@ -21,6 +21,7 @@ import unittest
 
 from . import dicom_factory as dicom
 from .orthanc_server import OrthancServer, orthanc_available, upload_files
+from .test_upgrade import postgresql_uri
 
 BIN = os.path.dirname(sys.executable)
 MODULE = 'health_orthanc'
@@ -79,11 +80,6 @@ with Transaction().start(DB, 0) as transaction:
         print('CRON', cron.method.split('|')[1], 'due' if due else 'later')
     transaction.commit()
 '''
-
-
-def postgresql_uri():
-    uri = os.environ.get('TRYTOND_DATABASE_URI', '')
-    return uri if uri.startswith('postgresql') else None
 
 
 @unittest.skipUnless(postgresql_uri(), "trytond's worker needs PostgreSQL")

@@ -24,13 +24,15 @@ help:
 
 deps: apt venv old-venv sao browser-deps
 
-# The earlier health_orthanc (PyPI), for the in-place upgrade test only.
-OLD_VENV := $(BUILD)/venv-old
-old-venv: $(BUILD)/venv-old.stamp
-$(BUILD)/venv-old.stamp:
+# The released health_orthanc versions (PyPI) that hospitals may upgrade
+# from, one virtual environment each, for the in-place upgrade test only.
+OLD_VERSIONS := 5.0.0rc3 5.0.4
+OLD_STAMPS := $(foreach v,$(OLD_VERSIONS),$(BUILD)/venv-old-$(v).stamp)
+old-venv: $(OLD_STAMPS)
+$(BUILD)/venv-old-%.stamp:
 	@mkdir -p $(BUILD)
-	test -x $(OLD_VENV)/bin/python || $(PYTHON) -m venv $(OLD_VENV)
-	$(OLD_VENV)/bin/pip install -q "gnuhealth-orthanc==5.0.0rc3" requests
+	test -x $(BUILD)/venv-old-$*/bin/python || $(PYTHON) -m venv $(BUILD)/venv-old-$*
+	$(BUILD)/venv-old-$*/bin/pip install -q "gnuhealth-orthanc==$*" requests
 	@touch $@
 
 # apt-get update only when a package is missing.

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from trytond.pool import Pool
 
-from . import clinical, imaging, ir, server, study, sync, upload
+from . import clinical, imaging, ir, legacy, server, study, sync, upload
 
 
 def register():
@@ -29,6 +29,8 @@ def register():
         clinical.Series,
         clinical.Instance,
         clinical.LinkPatientStart,
+        legacy.OrthancPatient,
+        legacy.OrthancStudy,
         module='health_orthanc', type_='model')
     Pool.register(
         server.ConnectNewOrthancServer,

@@ -337,6 +337,9 @@ class Instance(metaclass=PoolMeta):
     preview = fields.Function(fields.Binary('Preview'), 'get_preview')
     preview_message = fields.Function(fields.Char('Preview status'),
         'get_preview')
+    # gnuhealth-orthanc 5.0.4's name for the preview.
+    image = fields.Function(fields.Binary('Image',
+            help="The preview (earlier name)"), 'get_preview')
 
     @classmethod
     def __setup__(cls):
@@ -360,10 +363,15 @@ class Instance(metaclass=PoolMeta):
             return result
         instance, = instances
         image, message = instance._preview()
-        values = {'preview': image, 'preview_message': message}
+        values = {'preview': image, 'image': image,
+            'preview_message': message}
         for name in names:
             result[name][instance.id] = values[name]
         return result
+
+    def get_image(self, name=None):
+        "The PNG preview or None, as gnuhealth-orthanc 5.0.4's get_image."
+        return self._preview()[0]
 
     def _preview(self):
         "(PNG, None) or (None, why there is no preview)."

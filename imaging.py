@@ -9,6 +9,9 @@ class Patient(metaclass=PoolMeta):
 
     orthanc_studies = fields.One2Many('gnuhealth.imaging_orthanc.study',
         'patient', 'Orthanc studies', readonly=True)
+    # GNU Health 4.x's Orthanc patients (see legacy.py).
+    orthanc_patients = fields.One2Many('gnuhealth.orthanc.patient',
+        'patient', 'Orthanc patients (4.x)', readonly=True)
 
 
 class ImagingTestRequest(metaclass=PoolMeta):
@@ -23,6 +26,9 @@ class ImagingTestResult(metaclass=PoolMeta):
 
     orthanc_studies = fields.One2Many('gnuhealth.imaging_orthanc.study',
         'imaging_test', 'Orthanc studies', readonly=True)
+    # GNU Health 4.x's Orthanc studies (see legacy.py).
+    studies = fields.One2Many('gnuhealth.orthanc.study', 'imaging_test',
+        'Orthanc studies (4.x)', readonly=True)
 
     @classmethod
     def create(cls, vlist):

@@ -14,6 +14,11 @@ def _join(base, path, **query):
     return url
 
 
+def home(base):
+    "Orthanc's home page (it opens Orthanc Explorer), ending with a slash."
+    return base.rstrip('/') + '/'
+
+
 def explorer(base):
     "Orthanc Explorer home."
     return _join(base, '/app/explorer.html')
@@ -22,6 +27,17 @@ def explorer(base):
 def explorer_study(base, study_id):
     "Orthanc Explorer page of one study."
     return explorer(base) + '#study?uuid=' + quote(study_id, safe='-')
+
+
+def explorer_patient(base, patient_id):
+    "Orthanc Explorer page of one patient."
+    return explorer(base) + '#patient?uuid=' + quote(patient_id, safe='-')
+
+
+def ohif_dicom_json(base, study_id):
+    "OHIF viewer opening one study by its Orthanc ID (Orthanc's JSON)."
+    return (base.rstrip('/') + '/ohif/viewer?url=../studies/%s/ohif-dicom-json'
+        % quote(study_id, safe='-'))
 
 
 def ohif(base, study_uid):

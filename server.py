@@ -77,6 +77,23 @@ def is_valid_url(value):
         and not parts.query and not parts.fragment)
 
 
+def copy_url(url, number):
+    """A placeholder URL for the copy number of url's server.
+
+    Under .invalid (RFC 6761), a name that never resolves: the copy cannot
+    reach, nor be mistaken for, any real Orthanc until its URL is entered.
+    """
+    host = urlsplit(url or '').hostname or 'orthanc'
+    return 'https://copy-%d.%s.invalid' % (number, host.strip('.'))
+
+
+# What a check or a sync recorded about the server copied.
+COPY_RESET = ['check_message', 'checked_at', 'orthanc_name',
+    'orthanc_version', 'has_dicomweb', 'has_ohif', 'has_stone',
+    'has_webviewer', 'last_sync_date', 'last_sync_kind', 'last_sync_created',
+    'last_sync_updated', 'last_sync_removed', 'last_sync_error']
+
+
 class ServerConfig(ModelSQL, ModelView):
     "Orthanc Server"
     __name__ = 'gnuhealth.orthanc.config'
@@ -124,8 +141,16 @@ class ServerConfig(ModelSQL, ModelView):
     last_sync_updated = fields.Integer('Updated', readonly=True)
     last_sync_removed = fields.Integer('Removed', readonly=True)
     last_sync_error = fields.Text('Last sync error', readonly=True)
-    link = fields.Function(fields.Char('Orthanc Explorer'),
-        'on_change_with_link')
+    explorer_link = fields.Function(fields.Char('Orthanc Explorer'),
+        'on_change_with_explorer_link')
+    # The names and meanings of gnuhealth-orthanc 5.0.4 (its views,
+    # reports and scripts use them): the public URL ending with a slash.
+    link_base_url = fields.Function(fields.Char('Link base URL',
+            help="Public URL ending with a slash (earlier name)"),
+        'on_change_with_link_base_url')
+    link = fields.Function(fields.Char('Link',
+            help="Orthanc's public home page (earlier name)"),
+        'on_change_with_link_base_url')
 
     @classmethod
     def __setup__(cls):
@@ -163,9 +188,14 @@ class ServerConfig(ModelSQL, ModelView):
         return normalize_url(self.proxy_domain or self.domain) or None
 
     @fields.depends('domain', 'proxy_domain')
-    def on_change_with_link(self, name=None):
+    def on_change_with_explorer_link(self, name=None):
         base = self.on_change_with_public_url()
         return links.explorer(base) if base else None
+
+    @fields.depends('domain', 'proxy_domain')
+    def on_change_with_link_base_url(self, name=None):
+        base = self.on_change_with_public_url()
+        return links.home(base) if base else None
 
     @fields.depends('domain', 'user', 'password')
     def on_change_with_validated(self):
@@ -232,12 +262,38 @@ class ServerConfig(ModelSQL, ModelView):
 
     @classmethod
     def copy(cls, servers, default=None):
+        """A copy is a new, unchecked server: a label of its own and an URL
+        that can never be reached until someone enters the real one."""
         default = dict(default or {})
+        for name in COPY_RESET:
+            default.setdefault(name, None)
         default.setdefault('last_changed_index', -1)
         default.setdefault('validated', False)
-        default.setdefault('label', None)
-        default.setdefault('domain', None)
+        labels, urls = cls._copy_placeholders(servers)
+        default.setdefault('label', lambda data: labels[data['id']])
+        default.setdefault('domain', lambda data: urls[data['id']])
         return super().copy(servers, default=default)
+
+    @classmethod
+    def _copy_placeholders(cls, servers):
+        "Free labels and URLs for copies, by id of the server copied."
+        existing = cls.search([])
+        labels_taken = {s.label for s in existing}
+        urls_taken = {s.domain for s in existing}
+        labels, urls = {}, {}
+        for server in servers:
+            number = 1
+            while True:
+                label = gettext('health_orthanc.msg_copy_label',
+                    label=server.label, number=number)
+                url = copy_url(server.domain, number)
+                if label not in labels_taken and url not in urls_taken:
+                    break
+                number += 1
+            labels_taken.add(label)
+            urls_taken.add(url)
+            labels[server.id], urls[server.id] = label, url
+        return labels, urls
 
     @property
     @without_check_access

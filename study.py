@@ -135,6 +135,14 @@ class PatientOrthancStudy(UniqueOrthancId, ModelSQL, ModelView):
         'get_links')
     explorer_link = fields.Function(fields.Char('Orthanc Explorer'),
         'get_links')
+    # The names and meanings of gnuhealth-orthanc 5.0.4.
+    link_base_url = fields.Function(fields.Char('Link base URL',
+            help="Public URL of the study's server, ending with a slash "
+            "(earlier name)"),
+        'get_links')
+    gnuhealth_patient_name = fields.Function(fields.Char('Health Patient',
+            help="Name of the linked GNU Health patient (earlier name)"),
+        'get_gnuhealth_patient_name')
 
     @classmethod
     def __setup__(cls):
@@ -213,8 +221,14 @@ class PatientOrthancStudy(UniqueOrthancId, ModelSQL, ModelView):
                     links.stone(base, study.study_instance_UID)
                     if server.has_stone else None),
                 'explorer_link': links.explorer_study(base, study.orthanc_UID),
+                'link_base_url': server.link_base_url,
                 }
         return viewer_links(studies, names, build)
+
+    @classmethod
+    def get_gnuhealth_patient_name(cls, studies, name):
+        return {s.id: s.patient.rec_name if s.patient else None
+            for s in studies}
 
     def get_rec_name(self, name):
         parts = [self.date, self.description or self.modalities,

@@ -611,22 +611,10 @@ def server_client(db_name, server_id):
 
 
 def synchronize(db_name, server_id, kind):
-    """Server.synchronize as trytond's dispatcher runs it: a lock request
-    (TransactionError) restarts the transaction with the lock taken."""
-    from trytond.pool import Pool
-    from trytond.transaction import Transaction, TransactionError
-    extras = {}
-    while True:
-        with Transaction().start(db_name, 0, **extras) as transaction:
-            Server = Pool().get('gnuhealth.orthanc.config')
-            try:
-                stats = Server.synchronize(Server.browse([server_id]), kind)
-            except TransactionError as error:
-                transaction.rollback()
-                error.fix(extras)
-                continue
-            transaction.commit()
-            return stats
+    "Server.synchronize as trytond's dispatcher runs it."
+    from trytond.modules.health_orthanc.tests.stack import (
+        synchronize as dispatched)
+    return dispatched(db_name, [server_id], kind)
 
 
 def snapshot(db_name):

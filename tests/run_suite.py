@@ -106,7 +106,7 @@ def drop_postgresql_caches():
 
 def run_pytest(name, env_extra, pytest_args):
     env = {**os.environ, **env_extra}
-    env.setdefault('HEALTH_ORTHANC_OLD_VENV', os.path.join(BUILD, 'venv-old'))
+    env.setdefault('HEALTH_ORTHANC_OLD_VENVS', BUILD)
     cmd = [sys.executable, '-m', 'pytest', '-p', 'no:cacheprovider',
         '-W', 'ignore::UserWarning', '-p', 'no:logging',
         '--pyargs', 'trytond.modules.health_orthanc.tests', *pytest_args]

@@ -28,7 +28,7 @@ __all__ = ['ROOT', 'SAO_DIR', 'BIN', 'OrthancServer', 'free_port',
     'create_database', 'start_trytond', 'stop_process', 'wait_http',
     'proteus_connect', 'mark_config_wizards_done', 'register_server',
     'MAX_SIZE_AUTHENTICATED', 'is_postgresql', 'postgresql_execute',
-    'create_postgresql_database', 'drop_database']
+    'create_postgresql_database', 'drop_database', 'synchronize']
 
 # Resolve the module symlink (site-packages/trytond/modules/health_orthanc)
 # to the repository.
@@ -302,6 +302,28 @@ def register_server(orthanc, label, public_url=None):
         raise RuntimeError('Orthanc server %s not validated: %s'
             % (orthanc.url, server.check_message))
     return server
+
+
+def synchronize(db_name, server_ids, kind):
+    """Server.synchronize as trytond's dispatcher runs it: a lock request
+    (TransactionError) restarts the transaction with the lock taken.
+    server_ids None: every server."""
+    from trytond.pool import Pool
+    from trytond.transaction import Transaction, TransactionError
+    extras = {}
+    while True:
+        with Transaction().start(db_name, 0, **extras) as transaction:
+            Server = Pool().get('gnuhealth.orthanc.config')
+            servers = None if server_ids is None else Server.browse(
+                server_ids)
+            try:
+                stats = Server.synchronize(servers, kind)
+            except TransactionError as error:
+                transaction.rollback()
+                error.fix(extras)
+                continue
+            transaction.commit()
+            return stats
 
 
 def read_json(path, default=None):

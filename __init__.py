@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from trytond.pool import Pool
 
-from . import clinical, imaging, ir, server, study, sync, upload
+from . import clinical, imaging, ir, roles, server, study, sync, upload
 
 
 def register():
@@ -29,6 +29,11 @@ def register():
         clinical.Series,
         clinical.Instance,
         clinical.LinkPatientStart,
+        roles.Study,
+        roles.Series,
+        roles.Instance,
+        roles.Server,
+        roles.ModelLog,
         module='health_orthanc', type_='model')
     Pool.register(
         server.ConnectNewOrthancServer,
@@ -37,4 +42,5 @@ def register():
         upload.UploadImageData,
         clinical.AttachToImagingTest,
         clinical.LinkPatient,
+        *roles.role_checked_wizards(),
         module='health_orthanc', type_='wizard')

@@ -444,7 +444,9 @@ def _cached_database():
     if not os.environ.get('DB_CACHE'):
         return None
     from trytond.tests import test_tryton
-    # Restores or creates the cache as ModuleTestCase does.
+    # Restores or creates the cache as ModuleTestCase does, from a fresh
+    # database: one left by an earlier run may hold other sources.
+    test_tryton.drop_db()
     test_tryton.activate_module(MODULE)
     path = test_tryton._db_cache_file(test_tryton.DB_CACHE, MODULE)
     if test_tryton.DB_CACHE.startswith('postgresql://'):

@@ -61,34 +61,12 @@ PEOPLE_FIELDS = {
     SERIES: {'notes'},
     INSTANCE: set(),
     }
-MIRROR_FIELDS = {
-    STUDY: {
-        'orthanc_UID': 'x', 'study_instance_UID': '1.2.3',
-        'server': None, 'patient': None, 'imaging_test': None,
-        'imaging_request': None, 'missing_on_orthanc': True,
-        'manual_link': True, 'description': 'x', 'patient_id': 'x',
-        'accession_number': 'x', 'series_count': 0, 'instance_count': 0,
-        'study_date': datetime.date(2000, 1, 1), 'last_update': 'x',
-        'merge_id': 'x', 'modalities': 'x',
-        },
-    SERIES: {
-        'orthanc_UID': 'x', 'series_UID': '1.2.3', 'modality': 'x',
-        'instance_count': 0, 'study': None, 'server': None,
-        },
-    INSTANCE: {
-        'orthanc_UID': 'x', 'sop_instance_UID': '1.2.3',
-        'instance_number': 0, 'series': None, 'server': None,
-        },
-    }
-SERVER_STATUS = {
-    'validated': True, 'last_changed_index': 0, 'check_message': 'x',
-    'checked_at': datetime.datetime(2000, 1, 1), 'orthanc_name': 'x',
-    'orthanc_version': 'x', 'has_dicomweb': True, 'has_ohif': True,
-    'has_stone': True, 'has_webviewer': True,
-    'last_sync_date': datetime.datetime(2000, 1, 1),
-    'last_sync_kind': 'full', 'last_sync_created': 0,
-    'last_sync_updated': 0, 'last_sync_removed': 0, 'last_sync_error': 'x',
-    }
+# Server fields imaging administrators set; the others are its status.
+SERVER_SETTINGS = {'label', 'domain', 'proxy_domain', 'user', 'password',
+    'verify_tls', 'ca_bundle', 'timeout'}
+# Written by trytond itself on every write.
+TRYTON_FIELDS = {'id', 'create_uid', 'create_date', 'write_uid',
+    'write_date', 'rec_name'}
 # An ir.action.wizard id no action has: the wizard then finds no groups
 # for it, the bypass issue 8 used.
 FOREIGN_ACTION = 10 ** 7
@@ -303,33 +281,46 @@ class SecurityTestCase(rpc.RPCTestCase):
     def test_mirror_writes_refused_to_everyone(self):
         "Doctors, radiographers and admins cannot rewrite the mirror"
         main, other = self.study_ids['main'], self.study_ids['other']
-        before = {r['id']: r for r in self.admin.read(STUDY, [main, other],
-                ['orthanc_UID', 'missing_on_orthanc', 'manual_link'])}
-        records = {STUDY: main, SERIES: self.admin.search(SERIES,
-                [('study', '=', main)])[0], INSTANCE: self.instance_of('main')}
+        fields = ['orthanc_UID', 'missing_on_orthanc', 'manual_link']
+        before = self.admin.read(STUDY, [main, other], fields)
         for role in (DOCTOR, RADIOGRAPHER, ADMIN):
-            session = self.sessions[role]
             # The swap of issue 8.
-            error = session.failure('model.%s.write' % STUDY,
-                [main], {'orthanc_UID': before[other]['orthanc_UID']},
-                [other], {'orthanc_UID': before[main]['orthanc_UID']})
+            uids = {r['id']: r['orthanc_UID'] for r in before}
+            error = self.sessions[role].failure('model.%s.write' % STUDY,
+                [main], {'orthanc_UID': uids[other]},
+                [other], {'orthanc_UID': uids[main]})
             self.assertTrue(is_refusal(error), (role, error))
-            for model, values in MIRROR_FIELDS.items():
-                for name, value in values.items():
-                    if value is None:
-                        value = self.read_one(model, records[model],
-                            [name])[name]
-                    error = session.failure('model.%s.write' % model,
-                        [records[model]], {name: value})
-                    self.assertTrue(is_refusal(error),
-                        (role, model, name, error))
-            for name, value in SERVER_STATUS.items():
-                error = session.failure('model.%s.write' % SERVER,
-                    [self.server_id], {name: value})
-                self.assertTrue(is_refusal(error), (role, name, error))
-        after = {r['id']: r for r in self.admin.read(STUDY, [main, other],
-                ['orthanc_UID', 'missing_on_orthanc', 'manual_link'])}
-        self.assertEqual(after, before)
+        self.assertEqual(self.admin.read(STUDY, [main, other], fields),
+            before)
+
+    def test_role_table_fields(self):
+        """Every field of the mirror and of the server: written over RPC
+        only if people own it, by the roles that may."""
+        main = self.study_ids['main']
+        records = {STUDY: main,
+            SERIES: self.admin.search(SERIES, [('study', '=', main)])[0],
+            INSTANCE: self.instance_of('main'), SERVER: self.server_id}
+        for model, record in records.items():
+            names = sorted(set(self.admin.model(model, 'fields_get', None))
+                - TRYTON_FIELDS)
+            if model == SERVER:
+                # A new URL or account would clear the validation: label
+                # stands for the settings.
+                names = sorted(set(names) - (SERVER_SETTINGS - {'label'}))
+            values = self.read_one(model, record, names)
+            for name in names:
+                writers = ({ADMIN} if model == SERVER
+                    else CLINICAL if name in PEOPLE_FIELDS[model] else set())
+                if model == SERVER and name != 'label':
+                    writers = set()
+                value = values[name]
+                if isinstance(value, list):  # x2many: an empty action list
+                    value = []
+                for role in (DOCTOR, RADIOGRAPHER, ADMIN, NOBODY):
+                    allowed = self.sessions[role].allowed(
+                        'model.%s.write' % model, [record], {name: value})
+                    self.assertEqual(allowed, role in writers,
+                        (model, name, role))
 
     def test_mirror_records_not_created_nor_deleted_over_rpc(self):
         for role in (DOCTOR, RADIOGRAPHER, ADMIN):
@@ -491,6 +482,22 @@ class SecurityTestCase(rpc.RPCTestCase):
         self.assertIn(('create', ADMIN), self.log_of(server_id))
         self.assertNoSecretLogged(password)
         self.admin.delete(SERVER, [server_id])
+
+    def test_refused_account_not_in_error_text(self):
+        admin = self.sessions[ADMIN]
+        wrong = 'Wrong-S3cret-%s' % id(self)
+        with admin.wizard(ADD_SERVER,
+                action_id=self.server.action_id(ADD_SERVER)) as wizard:
+            result = wizard.execute('connect', {'start': {
+                        'label': 'Refused PACS', 'proxy_domain': None,
+                        'domain': self.orthanc.url.replace(
+                            '127.0.0.1', 'localhost'),
+                        'user': self.orthanc.user, 'password': wrong}})
+        status = result['view']['defaults']
+        self.assertFalse(status['success'])
+        self.assertIn('401', status['message'])
+        self.assertNotIn(wrong, status['message'])
+        self.assertNoSecretLogged(wrong)
 
     def test_server_changes_are_in_the_model_log(self):
         admin = self.sessions[ADMIN]

@@ -448,6 +448,9 @@ def _cached_database():
     # database: one left by an earlier run may hold other sources.
     test_tryton.drop_db()
     test_tryton.activate_module(MODULE)
+    # Leave no connection to the test database: the next test class
+    # drops it to restore its own copy.
+    test_tryton.drop_db()
     path = test_tryton._db_cache_file(test_tryton.DB_CACHE, MODULE)
     if test_tryton.DB_CACHE.startswith('postgresql://'):
         return path[len(test_tryton.DB_CACHE) + 1:]

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from trytond.pool import Pool
 
-from . import clinical, imaging, ir, legacy, server, study, sync, upload
+from . import (
+    clinical, imaging, ir, legacy, roles, server, study, sync, upload)
 
 
 def register():
@@ -31,6 +32,11 @@ def register():
         clinical.LinkPatientStart,
         legacy.OrthancPatient,
         legacy.OrthancStudy,
+        roles.Study,
+        roles.Series,
+        roles.Instance,
+        roles.Server,
+        roles.ModelLog,
         module='health_orthanc', type_='model')
     Pool.register(
         server.ConnectNewOrthancServer,
@@ -39,4 +45,5 @@ def register():
         upload.UploadImageData,
         clinical.AttachToImagingTest,
         clinical.LinkPatient,
+        *roles.role_checked_wizards(),
         module='health_orthanc', type_='wizard')

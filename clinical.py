@@ -17,7 +17,7 @@ from trytond.pyson import Bool, Eval, If
 from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
-from . import orthanc
+from . import orthanc, roles
 from .exceptions import (
     ImagingLinkError, OrthancDeleteError, OrthancServerError)
 from .server import describe_error
@@ -413,6 +413,12 @@ class Instance(metaclass=PoolMeta):
                 raise ImagingLinkError(gettext(
                         'health_orthanc.msg_attach_no_result',
                         study=study.rec_name, uid=study.study_instance_UID))
+        results = {i.series.study.imaging_test for i in instances}
+        refused = results - set(roles.writable(results))
+        if refused:
+            raise ImagingLinkError(gettext(
+                    'health_orthanc.msg_attach_result_not_writable',
+                    result=', '.join(sorted(r.rec_name for r in refused))))
         names = cls.attachment_names(instances)
         existing = {(str(a.resource), a.name): a for a in Attachment.search([
                     ('resource', 'in', list({

@@ -197,13 +197,11 @@ class ServerConfig(ModelSQL, ModelView):
         base = self.on_change_with_public_url()
         return links.home(base) if base else None
 
-    @fields.depends('domain', 'user', 'password')
-    def on_change_with_validated(self):
-        return self.quick_check(self.domain, self.user, self.password)
-
     @classmethod
     def quick_check(cls, domain, user, password):
-        "True when an Orthanc answers at domain with these credentials."
+        """True when an Orthanc answers at domain with these credentials.
+        Not for on_change methods: any user can call them with any values
+        (issue 8), so they do no network I/O."""
         if not is_valid_url(normalize_url(domain)):
             return False
         client = orthanc.OrthancClient(normalize_url(domain), user, password,
@@ -435,6 +433,12 @@ class ConnectNewOrthancServer(Wizard):
             return gettext('health_orthanc.msg_label_unique')
         if Server.search([('domain', '=', domain)], limit=1):
             return gettext('health_orthanc.msg_domain_unique')
+
+    def _save(self):
+        # ir.session.wizard stores every state's values: the password was
+        # used by transition_connect (or not yet typed), never keep it.
+        self.start.password = None
+        super()._save()
 
     def default_status(self, fields):
         server = getattr(self.status, 'server', None)

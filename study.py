@@ -89,15 +89,16 @@ class PatientOrthancStudy(UniqueOrthancId, ModelSQL, ModelView):
 
     server = fields.Many2One(SERVER_MODEL, 'Orthanc Server', required=True,
         readonly=True, ondelete='CASCADE')
+    # Links are set by synchronization and by the link wizard only.
     patient = fields.Many2One('gnuhealth.patient', 'Patient',
-        ondelete='SET NULL',
+        ondelete='SET NULL', readonly=True,
         help="GNU Health patient this study belongs to")
     imaging_test = fields.Many2One('gnuhealth.imaging.test.result', 'Result',
-        ondelete='SET NULL',
+        ondelete='SET NULL', readonly=True,
         domain=[If(Bool(Eval('patient')),
                 ('patient', '=', Eval('patient', -1)), ())])
     imaging_request = fields.Many2One('gnuhealth.imaging.test.request',
-        'Request', ondelete='SET NULL',
+        'Request', ondelete='SET NULL', readonly=True,
         domain=[If(Bool(Eval('patient')),
                 ('patient', '=', Eval('patient', -1)), ())])
     date = fields.Char('Date', readonly=True,

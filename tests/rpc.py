@@ -93,7 +93,9 @@ class RPCError(Exception):
                 return cls(type_, args[1] if len(args) > 1 else '', error)
             return cls(type_, args[0] if args else '', error)
         if isinstance(error, list) and error:
-            return cls('Exception', str(error[0]), error)
+            # A crash: the server's traceback helps more than its message.
+            trace = str(error[1])[-2000:] if len(error) > 1 else ''
+            return cls('Exception', '%s\n%s' % (error[0], trace), error)
         return cls('Exception', str(error), error)
 
 
@@ -189,6 +191,27 @@ class Session:
         if isinstance(values, dict):
             values = [values]
         return self.model(model, 'create', values, context=context)
+
+    def create_as_client(self, model, values, context=None):
+        """create() with the model's default values first, as the clients
+        do (default_get); some models need them (GNU Health's party)."""
+        if isinstance(values, dict):
+            values = [values]
+        definitions = self.model(model, 'fields_get', None, context=context)
+        # Clients send what can be edited (Function fields have no setter).
+        names = [n for n, d in definitions.items() if not d.get('readonly')]
+        records = []
+        for record_values in values:
+            # One default_get per record: defaults may be unique codes.
+            defaults = self.model(model, 'default_get', names, False,
+                context=context)
+            for name, value in defaults.items():
+                # x2many defaults come as lists of values to create.
+                if isinstance(value, list) and value and all(
+                        isinstance(v, dict) for v in value):
+                    defaults[name] = [('create', value)]
+            records.append({**defaults, **record_values})
+        return self.create(model, records, context=context)
 
     def write(self, model, ids, values, context=None):
         return self.model(model, 'write', ids, values, context=context)
@@ -421,12 +444,14 @@ def _cached_database():
     if not os.environ.get('DB_CACHE'):
         return None
     from trytond.tests import test_tryton
-    # Restores or creates the cache as ModuleTestCase does.
-    test_tryton.activate_module(MODULE)
-    path = test_tryton._db_cache_file(test_tryton.DB_CACHE, MODULE)
-    # As ModuleTestCase.tearDownClass does: no connection of this process
-    # is left to the test database, which the next test class drops.
+    # Restores or creates the cache as ModuleTestCase does, from a fresh
+    # database: one left by an earlier run may hold other sources.
     test_tryton.drop_db()
+    test_tryton.activate_module(MODULE)
+    # Leave no connection to the test database: the next test class
+    # drops it to restore its own copy.
+    test_tryton.drop_db()
+    path = test_tryton._db_cache_file(test_tryton.DB_CACHE, MODULE)
     if test_tryton.DB_CACHE.startswith('postgresql://'):
         return path[len(test_tryton.DB_CACHE) + 1:]
     return path if os.path.exists(path) else None

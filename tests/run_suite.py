@@ -88,7 +88,8 @@ def postgresql_turn():
 
 
 def drop_postgresql_caches():
-    "Drop trytond's template databases (test-<hash>) on PG_URI, if any."
+    """Drop trytond's template databases (test-<hash>) on PG_URI, and the
+    test database an earlier run may have left (made from other sources)."""
     import psycopg2
     try:
         connection = psycopg2.connect(PG_URI.rstrip('/') + '/postgres')
@@ -98,7 +99,8 @@ def drop_postgresql_caches():
     connection.autocommit = True
     with connection.cursor() as cursor:
         cursor.execute("SELECT datname FROM pg_database "
-            "WHERE datname ~ '^test-[0-9a-f]{40}$'")
+            "WHERE datname ~ '^test-[0-9a-f]{40}$' OR datname = %s",
+            [backends()['postgresql']['DB_NAME']])
         for name, in cursor.fetchall():
             cursor.execute('DROP DATABASE IF EXISTS "%s"' % name)
     connection.close()

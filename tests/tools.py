@@ -91,3 +91,16 @@ def register_server(orthanc, label='PACS'):
     server.click('check_connection')
     server.reload()
     return server
+
+
+def write_as_system(model_name, ids, values):
+    """Write values on records as trytond's system (user 0, no access
+    check), in this process: for scenarios that stand in for the sync or
+    the connection check, the only writers of mirror and status fields."""
+    from proteus.config import get_config
+    from trytond.pool import Pool
+    from trytond.transaction import Transaction
+    with Transaction().start(get_config().database_name, 0) as transaction:
+        Model = Pool().get(model_name)
+        Model.write(Model.browse(ids), values)
+        transaction.commit()

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from trytond.pool import Pool
 
-from . import clinical, imaging, ir, server, study, sync, upload
+from . import (
+    clinical, imaging, ir, problems, server, study, sync, upload)
 
 
 def register():
@@ -15,6 +16,10 @@ def register():
         sync.SyncServer,
         sync.SyncStudy,
         sync.SyncSeries,
+        sync.SyncInstance,
+        problems.SyncProblem,
+        problems.ProblemServer,
+        problems.ProblemStudy,
         sync.GetNewStudiesStart,
         sync.FullSynchronizeStart,
         sync.SyncResult,

@@ -2,7 +2,8 @@
 from trytond.pool import Pool
 
 from . import (
-    clinical, imaging, ir, legacy, roles, server, study, sync, upload)
+    clinical, imaging, ir, legacy, problems, roles, server, study, sync,
+    upload)
 
 
 def register():
@@ -16,6 +17,10 @@ def register():
         sync.SyncServer,
         sync.SyncStudy,
         sync.SyncSeries,
+        sync.SyncInstance,
+        problems.SyncProblem,
+        problems.ProblemServer,
+        problems.ProblemStudy,
         sync.GetNewStudiesStart,
         sync.FullSynchronizeStart,
         sync.SyncResult,

@@ -12,6 +12,10 @@ class OrthancSyncError(OrthancServerError):
     "A synchronisation with Orthanc failed."
 
 
+class OrthancSyncBusy(UserError):
+    "Another synchronisation of the server is running."
+
+
 class OrthancDeleteError(OrthancServerError):
     "Orthanc refused to delete a study or series."
 

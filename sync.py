@@ -9,13 +9,18 @@ cursor moves in the same transaction as the rows of the page it covers.
 """
 import datetime
 import logging
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sql import Literal, Null
+from sql import Literal, Null, Select
 
+from trytond import backend
 from trytond.config import config
+from trytond.exceptions import UserError
 from trytond.i18n import gettext
 from trytond.model import Index, ModelView, fields
+from trytond.model.exceptions import ValidationError
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
 from trytond.tools import grouped_slice
@@ -23,7 +28,8 @@ from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from . import orthanc
-from .exceptions import OrthancSyncError
+from .exceptions import OrthancSyncBusy, OrthancSyncError
+from .server import describe_error
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +40,20 @@ STUDIES_PAGE = 200
 STUDY_CHANGES = {'NewStudy', 'StableStudy', 'ModifiedStudy'}
 CHILD_CHANGES = {'NewSeries', 'StableSeries', 'ModifiedSeries',
     'NewInstance', 'NewChildInstance'}
+# What the database says when it refuses rows: the study is recorded as a
+# sync problem.  Operational errors (lock, serialisation, connection) are
+# not about the rows: they go up so that trytond retries the transaction.
+REFUSALS = (backend.DatabaseDataError, backend.DatabaseIntegrityError,
+    ValidationError)
+# PostgreSQL's integer column (int4): larger DICOM numbers are kept as text.
+INTEGER_RANGE = range(-2 ** 31, 2 ** 31)
+# Advisory lock namespace of the synchronisation, combined with a server id.
+SYNC_LOCK_NAMESPACE = zlib.crc32(b'health_orthanc.sync') << 31
+
+
+def sync_lock_key(server_id):
+    "The advisory lock key that a sync of the server holds (PostgreSQL)."
+    return SYNC_LOCK_NAMESPACE + server_id
 
 
 @dataclass
@@ -43,6 +63,8 @@ class SyncStats:
     removed: int = 0
     kept_missing: int = 0
     requests: int = 0
+    problems: int = 0
+    notice: str = None
     studies: set = field(default_factory=set)
 
     def add(self, other):
@@ -51,11 +73,54 @@ class SyncStats:
         self.removed += other.removed
         self.kept_missing += other.kept_missing
         self.requests += other.requests
+        self.problems += other.problems
+        self.notice = other.notice or self.notice
         self.studies |= other.studies
+
+
+@contextmanager
+def savepoint(name):
+    """Undo what the block wrote when the database refuses it.
+
+    The transaction stays usable after the refusal (PostgreSQL aborts it
+    otherwise) and keeps what was written before the block.
+    """
+    transaction = Transaction()
+    connection = transaction.connection
+    cursor = connection.cursor()
+    if backend.name == 'sqlite' and not connection.in_transaction:
+        # Else SQLite's RELEASE of the outermost savepoint commits.
+        cursor.execute('BEGIN IMMEDIATE')
+    cursor.execute('SAVEPOINT %s' % name)
+    try:
+        yield
+    except (*REFUSALS, backend.DatabaseOperationalError):
+        cursor.execute('ROLLBACK TO SAVEPOINT %s' % name)
+        cursor.execute('RELEASE SAVEPOINT %s' % name)
+        # Records read or written in the block may hold undone values.
+        for cache in transaction.cache.values():
+            cache.clear()
+        raise
+    cursor.execute('RELEASE SAVEPOINT %s' % name)
+
+
+def refusal_reason(exc):
+    "The database's (or trytond's) one-line reason for a refusal."
+    if isinstance(exc, UserError):
+        return exc.message
+    text = str(exc).strip().splitlines()
+    return orthanc.redact(text[0] if text else exc.__class__.__name__)
 
 
 class SyncServer(metaclass=PoolMeta):
     __name__ = 'gnuhealth.orthanc.config'
+
+    last_change_mark = fields.Char('Change at the cursor', readonly=True,
+        help="Date and resource of Orthanc's change at the stored cursor: "
+        "another change there means that Orthanc was replaced")
+    last_sync_notice = fields.Text('Last sync notice', readonly=True,
+        help="What the last synchronization noticed: an Orthanc reset, "
+        "studies the database refused")
 
     @classmethod
     def __setup__(cls):
@@ -80,11 +145,35 @@ class SyncServer(metaclass=PoolMeta):
 
     @classmethod
     def cron_sync_changes(cls):
-        cls.synchronize(None, 'incremental', raise_errors=False)
+        cls.synchronize_apart('incremental')
 
     @classmethod
     def cron_full_sync(cls):
-        cls.synchronize(None, 'full', raise_errors=False)
+        cls.synchronize_apart('full')
+
+    @classmethod
+    @without_check_access
+    def synchronize_apart(cls, kind):
+        """Sync every server in a transaction of its own.
+
+        A server that fails, whatever the reason, rolls back no other one;
+        its failure is recorded on its form.
+        """
+        for server_id in [s.id for s in cls.search([])]:
+            with Transaction().new_transaction() as transaction:
+                try:
+                    cls.synchronize([server_id], kind, raise_errors=False)
+                except (*REFUSALS, backend.DatabaseOperationalError) as exc:
+                    transaction.rollback()
+                    cls(server_id)._record_database_failure(kind, exc)
+
+    def _record_database_failure(self, kind, exc):
+        error = OrthancSyncError(gettext(
+                'health_orthanc.msg_sync_database_failed',
+                server=self.label, reason=refusal_reason(exc)))
+        self.__class__.write([self], self._sync_status(kind, error=error))
+        logger.warning("Orthanc %s sync of %s failed in the database: %s",
+            kind, self.label, refusal_reason(exc))
 
     @classmethod
     @without_check_access
@@ -94,10 +183,9 @@ class SyncServer(metaclass=PoolMeta):
             servers = cls.search([])
         if not servers:
             return SyncStats()
-        # lock() restarts the transaction: it comes before any side effect.
-        cls.lock(servers)
+        servers = cls._claim(cls.browse(servers), raise_errors)
         totals, failures = SyncStats(), []
-        for server in cls.browse(servers):
+        for server in servers:
             try:
                 stats = (server._sync_changes() if kind == 'incremental'
                     else server._full_sync())
@@ -110,14 +198,67 @@ class SyncServer(metaclass=PoolMeta):
                 totals.add(stats)
                 cls.write([server], server._sync_status(kind, stats=stats))
                 logger.info("Orthanc %s sync of %s: %s created, %s updated, "
-                    "%s removed", kind, server.label, stats.created,
-                    stats.updated, stats.removed)
+                    "%s removed, %s refused", kind, server.label,
+                    stats.created, stats.updated, stats.removed,
+                    stats.problems)
         if failures and raise_errors:
             # Keep the pages stored before the failure and the error shown
             # on the server form: both are consistent with the cursor.
             Transaction().commit()
             raise failures[0]
         return totals
+
+    @classmethod
+    def _claim(cls, servers, raise_errors):
+        """The servers this sync holds until the transaction ends.
+
+        A non-blocking advisory lock (PostgreSQL) tells a second sync that
+        one is running: it raises, or skips the server when raise_errors
+        is off.  Then the rows are locked: under PostgreSQL's repeatable
+        read this fails, and trytond retries with fresh data, when a sync
+        that ended after this transaction began moved the cursor.
+        trytond's lock() is not used: it restarts the transaction and its
+        lock error could not be caught here.
+        """
+        Problem = Pool().get('gnuhealth.imaging_orthanc.sync_problem')
+        transaction = Transaction()
+        cursor = transaction.connection.cursor()
+        claimed = []
+        for server in servers:
+            cursor.execute(*Select([
+                        transaction.database.lock_id(
+                            sync_lock_key(server.id))]))
+            held, = cursor.fetchone()
+            if held:
+                claimed.append(server)
+            else:
+                cls._skip_busy(server, raise_errors)
+        if claimed and backend.name == 'postgresql':
+            # NO KEY UPDATE (python-sql knows only UPDATE and SHARE) lets a
+            # skipped sync still insert its note referencing the server.
+            cursor.execute('SELECT 1 FROM "%s" WHERE id IN (%s) '
+                'FOR NO KEY UPDATE' % (cls._table,
+                    ', '.join(str(int(s.id)) for s in claimed)))
+        Problem.clear_server_notes(claimed)
+        return claimed
+
+    @classmethod
+    def _skip_busy(cls, server, raise_errors):
+        "Record on the server's form that this run was skipped, and say so."
+        Problem = Pool().get('gnuhealth.imaging_orthanc.sync_problem')
+        message = gettext('health_orthanc.msg_sync_already_running',
+            server=server.label)
+        logger.info("Orthanc sync skipped: %s", message)
+        # The running sync holds the server's row: a problem row of its own,
+        # in a transaction of its own, is what can be written meanwhile.
+        try:
+            with Transaction().new_transaction():
+                Problem.note_server(server, message)
+        except backend.DatabaseOperationalError:
+            # The running sync ended meanwhile: its outcome is on the form.
+            logger.info("Skipped sync of %s not noted", server.label)
+        if raise_errors:
+            raise OrthancSyncBusy(message)
 
     def _sync_status(self, kind, stats=None, error=None):
         values = {
@@ -126,34 +267,116 @@ class SyncServer(metaclass=PoolMeta):
             'last_sync_error': error.message if error else None,
             }
         if stats:
+            notices = [stats.notice] if stats.notice else []
+            if stats.problems:
+                notices.append(gettext('health_orthanc.msg_sync_problems',
+                        server=self.label, count=stats.problems))
             values.update({
                     'last_sync_created': stats.created,
                     'last_sync_updated': stats.updated,
                     'last_sync_removed': stats.removed,
+                    'last_sync_notice': '\n'.join(notices) or None,
                     })
         return values
 
     def _sync_errors(self):
         return self.errors('msg_sync_failed', OrthancSyncError)
 
+    @contextmanager
+    def _page(self):
+        """Store a page, or undo it and stop with a message.
+
+        The studies the database refuses one by one are sync problems (see
+        store_trees); this is for what is left: the cursor, the problems.
+        The pages stored before stay.
+        """
+        try:
+            with savepoint('health_orthanc_page'):
+                yield
+        except REFUSALS as exc:
+            raise OrthancSyncError(gettext('health_orthanc.msg_sync_database',
+                    server=self.label, reason=refusal_reason(exc))) from exc
+
+    def _sync_client(self):
+        "The server's client; a CA bundle that cannot be read is named."
+        try:
+            return self.client
+        except orthanc.TLSFailure as exc:
+            reason = (gettext('health_orthanc.msg_reason_ca_bundle',
+                    path=self.ca_bundle, detail=exc.reason)
+                if self.verify_tls and self.ca_bundle
+                else describe_error(exc))
+            raise OrthancSyncError(gettext('health_orthanc.msg_sync_failed',
+                    server=self.label, reason=reason)) from exc
+
     # --- incremental ----------------------------------------------------
     def _sync_changes(self):
         Study = Pool().get('gnuhealth.imaging_orthanc.study')
-        client = self.client
+        client = self._sync_client()
         start_requests = client.request_count
-        stats = SyncStats()
         seq = max(self.last_changed_index or 0, 0)
+        with self._sync_errors():
+            # From the change at the cursor, to check it is still ours.
+            page = client.changes_since(max(seq - 1, 0), CHANGES_PAGE)
+        notice = self._orthanc_reset(seq, page)
+        if notice:
+            stats = self._full_sync()
+            stats.notice = notice
+            return stats
         covered = set()  # Orthanc IDs stored by this run, at every level
+        stats = self._retry_problems(covered)
         while True:
+            changes = [c for c in page.changes if c.seq > seq]
+            with self._sync_errors():
+                trees = self._trees_for_changes(changes, covered)
+            with self._page():
+                stats.add(Study.store_trees(self, trees))
+                seq = max(seq, page.last)
+                self.__class__.write([self], {
+                        'last_changed_index': seq,
+                        'last_change_mark': change_mark(page.changes, seq),
+                        })
+            if page.done or not changes:
+                break
             with self._sync_errors():
                 page = client.changes_since(seq, CHANGES_PAGE)
-                trees = self._trees_for_changes(page.changes, covered)
-            stats.add(Study.store_trees(self, trees))
-            seq = max(seq, page.last)
-            self.__class__.write([self], {'last_changed_index': seq})
-            if page.done or not page.changes:
-                break
         stats.requests = client.request_count - start_requests
+        return stats
+
+    def _orthanc_reset(self, seq, page):
+        """A notice when Orthanc's change log is not the one synchronised.
+
+        Orthanc's log starts again from 0 on new storage: its last change
+        is then below the cursor.  A replaced Orthanc that already logged
+        more changes has another change at the cursor's position.
+        """
+        if not seq:
+            return None
+        if page.last < seq:
+            return gettext('health_orthanc.msg_sync_orthanc_reset',
+                server=self.label, cursor=seq, last=page.last)
+        at_cursor = [c for c in page.changes if c.seq == seq]
+        if (at_cursor and self.last_change_mark
+                and change_mark(at_cursor, seq) != self.last_change_mark):
+            return gettext('health_orthanc.msg_sync_orthanc_replaced',
+                server=self.label, cursor=seq)
+        return None
+
+    def _retry_problems(self, covered):
+        "Try again the studies the database refused before."
+        pool = Pool()
+        Study = pool.get('gnuhealth.imaging_orthanc.study')
+        Problem = pool.get('gnuhealth.imaging_orthanc.sync_problem')
+        stats = SyncStats()
+        orthanc_ids = Problem.to_retry(self)
+        if not orthanc_ids:
+            return stats
+        with self._sync_errors():
+            found = {i: self._study_or_none(i) for i in orthanc_ids}
+            trees = self._fetch_trees(filter(None, found.values()), covered)
+        with self._page():
+            Problem.resolve(self, [i for i, s in found.items() if s is None])
+            stats.add(Study.store_trees(self, trees))
         return stats
 
     def _trees_for_changes(self, changes, covered):
@@ -215,8 +438,10 @@ class SyncServer(metaclass=PoolMeta):
 
     # --- full -----------------------------------------------------------
     def _full_sync(self):
-        Study = Pool().get('gnuhealth.imaging_orthanc.study')
-        client = self.client
+        pool = Pool()
+        Study = pool.get('gnuhealth.imaging_orthanc.study')
+        Problem = pool.get('gnuhealth.imaging_orthanc.sync_problem')
+        client = self._sync_client()
         start_requests = client.request_count
         stats = SyncStats()
         seen = set()
@@ -228,11 +453,25 @@ class SyncServer(metaclass=PoolMeta):
                 seen.update(s['ID'] for s in studies)
                 changed = Study.needs_update(self, studies)
                 trees = list(filter(None, map(self._fetch_tree, changed)))
-                stats.add(Study.store_trees(self, trees))
-        stats.add(Study.remove_missing(self, seen))
-        self.__class__.write([self], {'last_changed_index': last})
+                with self._page():
+                    stats.add(Study.store_trees(self, trees))
+        with self._page():
+            stats.add(Study.remove_missing(self, seen))
+            Problem.resolve(self, set(Problem.to_retry(self)) - seen)
+            self.__class__.write([self], {
+                    'last_changed_index': last,
+                    'last_change_mark': None,
+                    })
         stats.requests = client.request_count - start_requests
         return stats
+
+
+def change_mark(changes, seq):
+    "Date and resource of the change numbered seq among changes, or None."
+    for change in changes:
+        if change.seq == seq:
+            return '%s %s' % (change.date, change.resource_id)
+    return None
 
 
 def orthanc_ids_of(tree):
@@ -322,10 +561,44 @@ class SyncStudy(metaclass=PoolMeta):
 
     @classmethod
     def store_trees(cls, server, trees):
-        "Create or update the studies, series and instances of trees."
-        stats = SyncStats()
+        """Create or update the studies, series and instances of trees.
+
+        The whole list is stored in batch.  When the database refuses it,
+        each study is stored on its own: those still refused are recorded
+        as sync problems of the server and the others are stored.
+        """
+        Problem = Pool().get('gnuhealth.imaging_orthanc.sync_problem')
         if not trees:
-            return stats
+            return SyncStats()
+        try:
+            with savepoint('health_orthanc_batch'):
+                stats = cls._store_batch(server, trees)
+        except REFUSALS:
+            stats = cls._store_one_by_one(server, trees)
+        Problem.resolve(server, stats.studies)
+        return stats
+
+    @classmethod
+    def _store_one_by_one(cls, server, trees):
+        Problem = Pool().get('gnuhealth.imaging_orthanc.sync_problem')
+        stats, refused = SyncStats(), []
+        for tree in trees:
+            try:
+                with savepoint('health_orthanc_study'):
+                    stats.add(cls._store_batch(server, [tree]))
+            except REFUSALS as exc:
+                reason = gettext('health_orthanc.msg_sync_problem_refused',
+                    reason=refusal_reason(exc))
+                refused.append((tree.study, reason))
+                logger.warning("Orthanc study %s of %s not stored: %s",
+                    tree.study['ID'], server.label, reason)
+        Problem.record(server, refused)
+        stats.problems += len(refused)
+        return stats
+
+    @classmethod
+    def _store_batch(cls, server, trees):
+        stats = SyncStats()
         studies = cls._store_studies(server, trees, stats)
         series = cls._store_series(server, trees, studies, stats)
         cls._store_instances(server, trees, series)
@@ -679,6 +952,14 @@ def studies_with_attached_images():
                 ], fields_names=['name'])}
 
 
+class SyncInstance(metaclass=PoolMeta):
+    __name__ = 'gnuhealth.imaging_orthanc.series_instances'
+
+    instance_number_text = fields.Char('Instance number (text)',
+        readonly=True,
+        help="DICOM InstanceNumber too large for the number field")
+
+
 def count_by(items, key):
     counts = {}
     for item in items:
@@ -732,7 +1013,7 @@ def study_values(server, tree):
     tags = tree.study.get('MainDicomTags', {})
     patient = tree.study.get('PatientMainDicomTags', {})
     date = orthanc.dicom_date(tags.get('StudyDate'))
-    uid = tags.get('StudyInstanceUID') or tree.study['ID']
+    uid = clean(tags.get('StudyInstanceUID')) or tree.study['ID']
     modalities = sorted({s.get('MainDicomTags', {}).get('Modality')
             for s in tree.series} - {None, ''})
     performing = next(filter(None, (
@@ -750,11 +1031,10 @@ def study_values(server, tree):
         'description': clean(tags.get('StudyDescription')),
         'accession_number': clean(tags.get('AccessionNumber')),
         'institution': clean(tags.get('InstitutionName')),
-        'referring_physician_name': orthanc.person_name(
-            tags.get('ReferringPhysicianName')) or None,
-        'performing_physician_name': orthanc.person_name(performing) or None,
-        'patient_name': orthanc.person_name(patient.get('PatientName'))
-        or None,
+        'referring_physician_name': clean(orthanc.person_name(
+                tags.get('ReferringPhysicianName'))),
+        'performing_physician_name': clean(orthanc.person_name(performing)),
+        'patient_name': clean(orthanc.person_name(patient.get('PatientName'))),
         'patient_id': clean(patient.get('PatientID')),
         'patient_birth_date': orthanc.dicom_date(
             patient.get('PatientBirthDate')),
@@ -774,7 +1054,7 @@ def series_values(server, study, series, instance_count):
         'server': server.id,
         'study': study.id,
         'orthanc_UID': series['ID'],
-        'series_UID': tags.get('SeriesInstanceUID') or series['ID'],
+        'series_UID': clean(tags.get('SeriesInstanceUID')) or series['ID'],
         'series_number': str(number) if number is not None else None,
         'series_description': clean(tags.get('SeriesDescription')),
         'modality': clean(tags.get('Modality')),
@@ -786,21 +1066,26 @@ def series_values(server, study, series, instance_count):
 
 def instance_values(server, series, instance):
     tags = instance.get('MainDicomTags', {})
+    number = orthanc.dicom_int(tags.get('InstanceNumber'))
+    fits = number is None or number in INTEGER_RANGE
     return {
         'server': server.id,
         'series': series.id,
         'orthanc_UID': instance['ID'],
-        'sop_instance_UID': tags.get('SOPInstanceUID') or instance['ID'],
-        'instance_number': orthanc.dicom_int(tags.get('InstanceNumber')),
+        'sop_instance_UID': clean(tags.get('SOPInstanceUID'))
+        or instance['ID'],
+        'instance_number': number if fits else None,
+        # Only a number the column cannot hold is kept as text.
+        'instance_number_text': None if fits else str(number),
         'image_position_patient': clean(tags.get('ImagePositionPatient')),
         }
 
 
 def clean(value):
-    "Orthanc's text for a tag, None when empty."
+    "Orthanc's text for a tag, None when empty; no NUL (PostgreSQL refuses)."
     if value is None:
         return None
-    value = str(value).strip()
+    value = str(value).replace('\x00', '').strip()
     return value or None
 
 

@@ -232,12 +232,15 @@ def wait_stable(server, expected, timeout=600):
     deadline = time.monotonic() + timeout
     with httpx.Client(auth=server.auth, timeout=120) as client:
         while time.monotonic() < deadline:
-            stats = client.get(server.url + '/statistics').json()
-            if int(stats['CountInstances']) == expected:
-                studies = client.get(server.url + '/studies',
-                    params={'expand': 'true'}).json()
-                if all(s.get('IsStable') for s in studies):
-                    return
+            try:
+                stats = client.get(server.url + '/statistics').json()
+                if int(stats['CountInstances']) == expected:
+                    studies = client.get(server.url + '/studies',
+                        params={'expand': 'true'}).json()
+                    if all(s.get('IsStable') for s in studies):
+                        return
+            except httpx.RemoteProtocolError:
+                pass  # Orthanc closed the idle keep-alive connection (1 s)
             time.sleep(1)
     raise RuntimeError('Orthanc did not settle within %d s' % timeout)
 

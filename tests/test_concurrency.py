@@ -4,7 +4,6 @@ SQLite has no row locks, and trytond serialises its writers anyway)."""
 import os
 import subprocess
 import sys
-import time
 import unittest
 
 import httpx
@@ -16,16 +15,23 @@ from . import tools
 from .orthanc_server import OrthancServer, upload_files
 
 SYNC_IN_ANOTHER_PROCESS = '''
-import sys, time
+import sys
 from proteus import Model, config
+from trytond.exceptions import UserError
 config.set_trytond(sys.argv[1])
 Server = Model.get('gnuhealth.orthanc.config')
 server = Server(int(sys.argv[2]))
-time.sleep(max(0, float(sys.argv[3]) - time.time()))  # start together
-server.click('sync_changes')
+server.label  # loaded: what is left is the sync itself
+print('ready', flush=True)
+sys.stdin.readline()  # the barrier: both processes go together
+try:
+    server.click('sync_changes')
+except UserError as exc:
+    print(exc.message, flush=True)
+    sys.exit(3)
 '''
-# What a process that lost the race for the server's row may say.
-LOCK_ERRORS = ('could not obtain lock', 'LockNotAvailable')
+# What the process that lost the race for the server says.
+ALREADY_RUNNING = 'is already being synchronized by another process'
 
 
 def is_postgresql():
@@ -62,11 +68,19 @@ class ConcurrentSyncTestCase(unittest.TestCase):
         return set(answer.json())
 
     def run_two_syncs(self):
-        start_at = time.time() + 8  # both processes loaded by then
         args = [sys.executable, '-c', SYNC_IN_ANOTHER_PROCESS, DB_NAME,
-            str(self.server.id), str(start_at)]
-        processes = [subprocess.Popen(args, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+            str(self.server.id)]
+        processes = [subprocess.Popen(args, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(2)]
+        # Barrier: both have loaded trytond and the server, then both go.
+        for process in processes:
+            for line in process.stdout:
+                if line.strip() == 'ready':
+                    break
+        for process in processes:
+            process.stdin.write('go\n')
+            process.stdin.flush()
         outcomes = []
         for process in processes:
             output, _ = process.communicate(timeout=300)
@@ -77,10 +91,17 @@ class ConcurrentSyncTestCase(unittest.TestCase):
         outcomes = self.run_two_syncs()
         succeeded = [o for o in outcomes if o[0] == 0]
         self.assertTrue(succeeded, outcomes)
+        # Released together by the barrier: one syncs, the other is told.
+        self.assertEqual(sorted(code for code, _ in outcomes), [0, 3],
+            outcomes)
         for code, output in outcomes:
             if code:
-                self.assertTrue(any(e in output for e in LOCK_ERRORS),
-                    output[-2000:])
+                self.assertIn(ALREADY_RUNNING, output, output[-2000:])
+
+        # The skipped run is noted on the server's form.
+        self.server.reload()
+        self.assertIn(ALREADY_RUNNING, ' '.join(p.reason
+                for p in self.server.sync_problems if not p.orthanc_id))
 
         instances = [i.orthanc_UID for i in self.Instance.find([])]
         self.assertEqual(len(instances), len(set(instances)))

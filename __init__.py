@@ -29,6 +29,7 @@ def register():
         clinical.Series,
         clinical.Instance,
         clinical.LinkPatientStart,
+        clinical.LinkPatientConfirm,
         legacy.OrthancPatient,
         legacy.OrthancStudy,
         module='health_orthanc', type_='model')

@@ -20,6 +20,24 @@ class ImagingTestRequest(metaclass=PoolMeta):
     orthanc_studies = fields.One2Many('gnuhealth.imaging_orthanc.study',
         'imaging_request', 'Orthanc studies', readonly=True)
 
+    def get_rec_name(self, name):
+        # GNU Health names a request after its doctor only: "(House) //".
+        parts = [self.request, self.requested_test.rec_name
+            if self.requested_test else None,
+            self.date.date().isoformat() if self.date else None]
+        text = ' - '.join(p for p in parts if p)
+        return '**Urgent** ' + text if self.urgent else text
+
+    @classmethod
+    def search_rec_name(cls, name, clause):
+        _, operator, value = clause
+        bool_op = 'AND' if operator.startswith('!') else 'OR'
+        return [bool_op,
+            ('request', operator, value),
+            ('requested_test.name', operator, value),
+            ('patient', operator, value),
+            ]
+
 
 class ImagingTestResult(metaclass=PoolMeta):
     __name__ = 'gnuhealth.imaging.test.result'

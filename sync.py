@@ -22,7 +22,7 @@ from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
-from . import orthanc
+from . import orthanc, roles
 from .exceptions import OrthancSyncError
 
 logger = logging.getLogger(__name__)
@@ -61,8 +61,8 @@ class SyncServer(metaclass=PoolMeta):
     def __setup__(cls):
         super().__setup__()
         cls._buttons.update({
-                'sync_changes': {},
-                'full_sync': {},
+                'sync_changes': {'invisible': roles.imaging_only()},
+                'full_sync': {'invisible': roles.admin_only()},
                 })
 
     # --- entry points: buttons, cron, wizards --------------------------

@@ -259,12 +259,10 @@
         return screen.display();
     }
 
-    function forget_in_tabs(record) {
-        for (const tab of Sao.Tab.tabs) {
-            if (tab.screen && (tab.screen.group === record.group)) {
-                forget(tab.screen, [record.id]);
-            }
-        }
+    // The tabs showing record (the parent of a one2many in a dialog).
+    function tabs_of(record) {
+        return Sao.Tab.tabs.filter(
+            tab => tab.screen && (tab.screen.group === record.group));
     }
 
     var reload = Sao.Screen.prototype.reload;
@@ -283,14 +281,29 @@
             var gone = ids.filter(id => !~kept.indexOf(id));
             if (kept_root && !kept_root.length) {
                 // The parent went too (a study without series is deleted).
-                forget_in_tabs(root);
+                for (const tab of tabs_of(root)) {
+                    forget(tab.screen, [root.id]);
+                }
                 return forget(this, ids);
             }
             if (gone.length) {
                 forget(this, gone);
+                // SAO reloads the parent only if not loaded: its counts
+                // and children changed, so forget them (unless edited).
+                if (root && jQuery.isEmptyObject(root.modified_fields)) {
+                    root.cancel();
+                }
             }
             return reload.call(
-                this, ids.filter(id => !~gone.indexOf(id)), written);
+                this, ids.filter(id => !~gone.indexOf(id)), written)
+                .then(() => {
+                    // the parent's counts changed: show them
+                    if (root && gone.length) {
+                        for (const tab of tabs_of(root)) {
+                            tab.screen.display();
+                        }
+                    }
+                });
         });
     };
 

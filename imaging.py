@@ -3,6 +3,8 @@
 from trytond.model import fields
 from trytond.pool import Pool, PoolMeta
 
+from .study import search_any
+
 
 class Patient(metaclass=PoolMeta):
     __name__ = 'gnuhealth.patient'
@@ -30,13 +32,8 @@ class ImagingTestRequest(metaclass=PoolMeta):
 
     @classmethod
     def search_rec_name(cls, name, clause):
-        _, operator, value = clause
-        bool_op = 'AND' if operator.startswith('!') else 'OR'
-        return [bool_op,
-            ('request', operator, value),
-            ('requested_test.name', operator, value),
-            ('patient', operator, value),
-            ]
+        return search_any(clause, ['request', 'requested_test.name',
+                'patient'])
 
 
 class ImagingTestResult(metaclass=PoolMeta):

@@ -26,6 +26,13 @@ def viewer_field(string, flag):
             states={'invisible': ~Eval(flag)}), 'get_links')
 
 
+def search_any(clause, names):
+    "A rec_name clause applied to any of the fields names (all, if '!')."
+    _, operator, value = clause
+    bool_op = 'AND' if operator.startswith('!') else 'OR'
+    return [bool_op] + [(name, operator, value) for name in names]
+
+
 def installed_viewer_flags():
     "The VIEWER_PLUGINS flags that at least one server has."
     Server = Pool().get(SERVER_MODEL)
@@ -279,15 +286,8 @@ class PatientOrthancStudy(ViewerPlugins, UniqueOrthancId, ModelSQL,
 
     @classmethod
     def search_rec_name(cls, name, clause):
-        _, operator, value = clause
-        bool_op = 'AND' if operator.startswith('!') else 'OR'
-        return [bool_op,
-            ('description', operator, value),
-            ('patient_name', operator, value),
-            ('patient_id', operator, value),
-            ('accession_number', operator, value),
-            ('study_instance_UID', operator, value),
-            ]
+        return search_any(clause, ['description', 'patient_name',
+                'patient_id', 'accession_number', 'study_instance_UID'])
 
 
 class MirroredChild(UniqueOrthancId):

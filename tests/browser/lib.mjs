@@ -176,3 +176,19 @@ export async function allText(locator) {
         return [el.innerText, ...values].join('\n');
     });
 }
+
+// Say why a test failed: the error, open dialogs, page errors.
+export async function reportFailure(page, error, errors, label = '') {
+    console.error(`FAILED${label} at step ${currentStep()}: ` +
+        error.message);
+    if (!(error instanceof Failure)) {
+        console.error(error.stack);
+    }
+    const open = await dialogs(page).catch(() => []);
+    if (open.length) {
+        console.error(`open dialogs: ${JSON.stringify(open)}`);
+    }
+    if (errors.length) {
+        console.error(`page errors: ${JSON.stringify(errors)}`);
+    }
+}

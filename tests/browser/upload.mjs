@@ -24,8 +24,8 @@ import path from 'node:path';
 import fs from 'node:fs';
 
 import {
-    Failure, allText, check, currentStep, dialogs, launch, log, login,
-    openMenu, wizard,
+    Failure, allText, check, dialogs, launch, log, login, openMenu,
+    reportFailure, wizard,
 } from './lib.mjs';
 
 // ---- What to look for: adjust here when names change --------------------
@@ -263,17 +263,7 @@ async function main() {
         }
         console.log('upload.mjs: all steps passed');
     } catch (error) {
-        console.error(`FAILED at step ${currentStep()}: ${error.message}`);
-        if (!(error instanceof Failure)) {
-            console.error(error.stack);
-        }
-        const open = await dialogs(page).catch(() => []);
-        if (open.length) {
-            console.error(`open dialogs: ${JSON.stringify(open)}`);
-        }
-        if (errors.length) {
-            console.error(`page errors: ${JSON.stringify(errors)}`);
-        }
+        await reportFailure(page, error, errors);
         await page.screenshot({path: shot('-failure')}).then(
             () => console.error(`screenshot ${shot('-failure')}`),
             () => {});

@@ -16,8 +16,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import {
-    Failure, allText, check, currentStep, dialogs, launch, log, login,
-    menuOffered, openMenu, wizard,
+    Failure, allText, check, launch, log, login, menuOffered, openMenu,
+    reportFailure, wizard,
 } from './lib.mjs';
 
 const CONFIG = JSON.parse(fs.readFileSync(process.env.WALK_CONFIG, 'utf8'));
@@ -502,18 +502,7 @@ async function walk(browser, name) {
         console.log(`walk.mjs: ${name}: all steps passed`);
         return true;
     } catch (error) {
-        console.error(`FAILED (${name}) at step ${currentStep()}: ` +
-            error.message);
-        if (!(error instanceof Failure)) {
-            console.error(error.stack);
-        }
-        const open = await dialogs(page).catch(() => []);
-        if (open.length) {
-            console.error(`open dialogs: ${JSON.stringify(open)}`);
-        }
-        if (errors.length) {
-            console.error(JSON.stringify(errors));
-        }
+        await reportFailure(page, error, errors, ` (${name})`);
         await shot(page, 'failure').catch(() => {});
         return false;
     } finally {

@@ -8,8 +8,8 @@ through the adapter (orthanc.py) and its errors become user errors.
 import logging
 import re
 import threading
-import unicodedata
 import time
+import unicodedata
 from collections import Counter, OrderedDict, defaultdict
 
 from trytond.i18n import gettext

@@ -233,9 +233,13 @@ async function studies(page) {
         throw new Failure(`no field "${CONFIG.viewerField}" in the study ` +
             `form (fields: ${names.join(', ')})`);
     }
-    const link = await field.evaluate(el => el.value || el.href ||
+    const linkOf = el => el.value || el.href ||
         (el.closest('.form-url') &&
-            el.closest('.form-url').querySelector('a[href]') || {}).href);
+            el.closest('.form-url').querySelector('a[href]') || {}).href;
+    // the form is drawn before the record's values arrive
+    await page.waitForFunction(linkOf, await field.elementHandle(),
+        {timeout: 10000}).catch(() => {});
+    const link = await field.evaluate(linkOf);
     console.log(`    ${CONFIG.viewerField} = ${link}`);
     check(/^https?:\/\/\S+/.test(link || ''),
         `the study has a viewer link (${CONFIG.viewerField})`);

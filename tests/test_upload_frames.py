@@ -112,16 +112,6 @@ class FramingTestCase(unittest.TestCase):
         self.assertFalse(frames.is_framed(data))
         self.assertEqual(frames.kind_of(frame(data)[12:]), 'zip')
 
-    def test_zip_non_dicom(self):
-        archive = dicom.zip_of([('images/a.dcm', dicom.image()),
-                ('images/', b''), ('README.TXT', b'a CD viewer'),
-                ('DICOMDIR.bak', b'\0' * 200)])
-        self.assertEqual(frames.zip_non_dicom(archive),
-            ['README.TXT', 'DICOMDIR.bak'])
-        self.assertEqual(frames.zip_non_dicom(
-                dicom.zip_of([('a.dcm', dicom.image())])), [])
-        self.assertIsNone(frames.zip_non_dicom(b'PK\x03\x04 broken'))
-
     def test_kinds(self):
         self.assertEqual(frames.kind_of(gzip.compress(b'x')), 'gzip')
         self.assertEqual(frames.kind_of(b'hello'), 'unknown')

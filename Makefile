@@ -69,7 +69,9 @@ test-sqlite: deps
 test-postgresql: deps postgres
 	$(PY) $(ROOT)/tests/run_suite.py --only postgresql
 
-demo: deps
+# Only what the demo uses: not the earlier module's environment (for the
+# upgrade test) nor the browser test's packages.
+demo: apt venv sao
 	$(PY) $(ROOT)/scripts/demo.py
 
 bench: deps

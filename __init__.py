@@ -35,6 +35,7 @@ def register():
         clinical.Series,
         clinical.Instance,
         clinical.LinkPatientStart,
+        clinical.LinkPatientConfirm,
         legacy.OrthancPatient,
         legacy.OrthancStudy,
         roles.Study,

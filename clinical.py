@@ -6,8 +6,10 @@ Orthanc and linking studies to patients by hand.  Every call to Orthanc goes
 through the adapter (orthanc.py) and its errors become user errors.
 """
 import logging
+import re
 import threading
 import time
+import unicodedata
 from collections import Counter, OrderedDict, defaultdict
 
 from trytond.i18n import gettext
@@ -145,6 +147,46 @@ def split_person_name(name):
     return family.strip(), given.split()
 
 
+def name_words(text):
+    "Lower-case words of a name without accents, to compare names."
+    text = unicodedata.normalize('NFKD', text or '')
+    return set(re.findall(r'\w+', ''.join(
+                c for c in text if not unicodedata.combining(c)).lower()))
+
+
+# DICOM PatientSex and the GNU Health genders they can be compared with.
+DICOM_SEX = {'M': 'm', 'F': 'f'}
+
+
+def identity_differences(study, patient):
+    """What the DICOM header of study says that patient is not, as
+    [(what, DICOM value, GNU Health value)]: 'name', 'birth_date', 'sex'.
+    A value missing on either side never disagrees."""
+    party = patient.party
+    differences = []
+    family, given = split_person_name(study.patient_name)
+    family, given = name_words(family), name_words(' '.join(given))
+    last, first = name_words(party.lastname), name_words(party.name)
+    if ((family and last and not family & last)
+            or (given and first and not given & first)):
+        differences.append(('name', study.patient_name,
+                ', '.join(filter(None, [party.lastname, party.name]))))
+    if (study.patient_birth_date and party.dob
+            and study.patient_birth_date != party.dob):
+        differences.append(('birth_date',
+                study.patient_birth_date.isoformat(), party.dob.isoformat()))
+    sex = DICOM_SEX.get((study.patient_sex or '').strip().upper())
+    if sex and party.gender in DICOM_SEX.values() and sex != party.gender:
+        differences.append(('sex', study.patient_sex, party.gender.upper()))
+    return differences
+
+
+def describe_differences(differences):
+    return '; '.join(gettext('health_orthanc.msg_link_differs_' + what,
+            dicom=dicom, patient=value)
+        for what, dicom, value in differences)
+
+
 class Study(metaclass=PoolMeta):
     __name__ = STUDY
 
@@ -153,15 +195,18 @@ class Study(metaclass=PoolMeta):
         super().__setup__()
         cls._buttons.update({
                 'link_patient': {
+                    'invisible': roles.imaging_only(),
                     'icon': 'tryton-link',
                     },
                 'unlink_patient': {
-                    'invisible': (~Eval('patient') & ~Eval('imaging_test')
-                        & ~Eval('imaging_request')),
+                    'invisible': (roles.imaging_only()
+                        | (~Eval('patient') & ~Eval('imaging_test')
+                            & ~Eval('imaging_request'))),
                     'depends': ['patient', 'imaging_test', 'imaging_request'],
                     'icon': 'tryton-clear',
                     },
                 'delete_study': {
+                    'invisible': roles.admin_only(),
                     'icon': 'tryton-delete',
                     },
                 })
@@ -179,6 +224,8 @@ class Study(metaclass=PoolMeta):
             log_deletion(cls, done)
             cls.delete(done)
         raise_delete_errors(errors, done)
+        # Lists search again; custom.js drops the deleted records in SAO.
+        return 'reload'
 
     @classmethod
     def remove_series(cls, studies):
@@ -307,6 +354,7 @@ class Series(metaclass=PoolMeta):
         super().__setup__()
         cls._buttons.update({
                 'delete_series': {
+                    'invisible': roles.admin_only(),
                     'icon': 'tryton-delete',
                     },
                 })
@@ -329,6 +377,7 @@ class Series(metaclass=PoolMeta):
             cls.delete(done)
             Study.remove_series(studies)
         raise_delete_errors(errors, done)
+        return 'reload'
 
 
 class Instance(metaclass=PoolMeta):
@@ -535,6 +584,14 @@ class LinkPatientStart(ModelView):
             self.imaging_test = None
 
 
+class LinkPatientConfirm(ModelView):
+    "Link studies to a patient whose data differs"
+    __name__ = 'gnuhealth.imaging_orthanc.study.link_patient.confirm'
+
+    patient = fields.Many2One('gnuhealth.patient', 'Patient', readonly=True)
+    differences = fields.Text('Differences', readonly=True)
+
+
 class LinkPatient(Wizard):
     "Link studies to a patient"
     __name__ = 'gnuhealth.imaging_orthanc.study.link_patient'
@@ -545,6 +602,15 @@ class LinkPatient(Wizard):
             Button('Link', 'link', 'tryton-ok', default=True),
             ])
     link = StateTransition()
+    # The DICOM name, birth date or sex disagree with the chosen patient.
+    confirm = StateView(
+        'gnuhealth.imaging_orthanc.study.link_patient.confirm',
+        'health_orthanc.study_link_patient_confirm_view_form', [
+            Button('Back', 'start', 'tryton-back'),
+            Button('Cancel', 'end', 'tryton-cancel'),
+            Button('Link anyway', 'link_anyway', 'tryton-ok'),
+            ])
+    link_anyway = StateTransition()
 
     def default_start(self, fields):
         Study = Pool().get(STUDY)
@@ -571,10 +637,41 @@ class LinkPatient(Wizard):
             'imaging_test': result.id if result else None,
             }
 
+    def differences(self):
+        "{study: differences} of the studies that disagree with the patient"
+        by_study = {s: identity_differences(s, self.start.patient)
+            for s in self.records}
+        return {s: d for s, d in by_study.items() if d}
+
     def transition_link(self):
+        if self.differences():
+            return 'confirm'
+        return self._link({})
+
+    def default_confirm(self, fields):
+        return {
+            'patient': self.start.patient.id,
+            'differences': '\n'.join('%s: %s' % (
+                        study.rec_name, describe_differences(differences))
+                for study, differences in self.differences().items()),
+            }
+
+    def transition_link_anyway(self):
+        return self._link(self.differences())
+
+    def _link(self, differences):
+        """Link the studies; those whose DICOM data disagreed are logged
+        with what disagreed (confirmed by the user)."""
         Study = Pool().get(STUDY)
         Study.link_to_patient(list(self.records), self.start.patient,
             self.start.imaging_test)
+        for study, found in differences.items():
+            # ir.model.log reads its target as "<wizard>:<state>".
+            detail = gettext('health_orthanc.msg_link_confirmed_log',
+                patient=self.start.patient.rec_name,
+                differences=describe_differences(found)).replace(':', ' ')
+            Study.log([study], 'wizard',
+                target='%s:%s' % (self.__name__, detail))
         return 'end'
 
     def end(self):

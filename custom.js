@@ -224,6 +224,89 @@
             Sao.View.EditableTree.Binary;
     }
 
+    // "Delete study" and "Delete series" delete the records they are
+    // clicked on.  After any button or wizard SAO reloads the clicked
+    // records (and the parent record of a one2many), and reading a deleted
+    // record fails: "records that don't exist" and #ERROR rows.  So, for
+    // these models, records gone from the server are first dropped from
+    // the screen (not deleted again), and only the others are reloaded.
+    var DELETED_BY_BUTTONS = [
+        'gnuhealth.imaging_orthanc.study',
+        'gnuhealth.imaging_orthanc.study_series',
+    ];
+
+    function still_there(model, ids, context) {
+        return new Sao.Model(model).execute('search',
+            [[['id', 'in', ids]], 0, null, null], context);
+    }
+
+    function forget(screen, ids) {
+        var group = screen.group;
+        for (const id of ids) {
+            var record = group.get(id);
+            if (record) {
+                group._remove(record);
+                record.destroy();
+            }
+        }
+        if (screen.current_record && screen.current_record.destroyed) {
+            screen.current_record = group.length ? group[0] : null;
+        }
+        if (!group.length && !group.parent && screen.current_view &&
+            (screen.current_view.view_type == 'form')) {
+            return screen.switch_view('tree');
+        }
+        return screen.display();
+    }
+
+    // The tabs showing record (the parent of a one2many in a dialog).
+    function tabs_of(record) {
+        return Sao.Tab.tabs.filter(
+            tab => tab.screen && (tab.screen.group === record.group));
+    }
+
+    var reload = Sao.Screen.prototype.reload;
+    Sao.Screen.prototype.reload = function(ids, written) {
+        var watched = model => ~DELETED_BY_BUTTONS.indexOf(model);
+        if (!watched(this.model_name) || !(ids || []).length) {
+            return reload.call(this, ids, written);
+        }
+        ids = ids.filter(id => id >= 0);
+        var root = this.group.parent ? this.group.parent.root_parent : null;
+        var checks = [still_there(this.model_name, ids, this.context)];
+        if (root && (root.id >= 0) && watched(root.model.name)) {
+            checks.push(still_there(root.model.name, [root.id], this.context));
+        }
+        return jQuery.when.apply(jQuery, checks).then((kept, kept_root) => {
+            var gone = ids.filter(id => !~kept.indexOf(id));
+            if (kept_root && !kept_root.length) {
+                // The parent went too (a study without series is deleted).
+                for (const tab of tabs_of(root)) {
+                    forget(tab.screen, [root.id]);
+                }
+                return forget(this, ids);
+            }
+            if (gone.length) {
+                forget(this, gone);
+                // SAO reloads the parent only if not loaded: its counts
+                // and children changed, so forget them (unless edited).
+                if (root && jQuery.isEmptyObject(root.modified_fields)) {
+                    root.cancel();
+                }
+            }
+            return reload.call(
+                this, ids.filter(id => !~gone.indexOf(id)), written)
+                .then(() => {
+                    // the parent's counts changed: show them
+                    if (root && gone.length) {
+                        for (const tab of tabs_of(root)) {
+                            tab.screen.display();
+                        }
+                    }
+                });
+        });
+    };
+
     jQuery('<style/>').text(
         '.form-binary-dicom.dicom-dragover .form-control {' +
         ' border: 2px dashed #337ab7; }').appendTo('head');

@@ -4,6 +4,8 @@ from trytond.model import fields
 from trytond.pool import Pool, PoolMeta
 from trytond.transaction import without_check_access
 
+from .study import search_any
+
 
 class Patient(metaclass=PoolMeta):
     __name__ = 'gnuhealth.patient'
@@ -20,6 +22,19 @@ class ImagingTestRequest(metaclass=PoolMeta):
 
     orthanc_studies = fields.One2Many('gnuhealth.imaging_orthanc.study',
         'imaging_request', 'Orthanc studies', readonly=True)
+
+    def get_rec_name(self, name):
+        # GNU Health names a request after its doctor only: "(House) //".
+        parts = [self.request, self.requested_test.rec_name
+            if self.requested_test else None,
+            self.date.date().isoformat() if self.date else None]
+        text = ' - '.join(p for p in parts if p)
+        return '**Urgent** ' + text if self.urgent else text
+
+    @classmethod
+    def search_rec_name(cls, name, clause):
+        return search_any(clause, ['request', 'requested_test.name',
+                'patient'])
 
 
 class ImagingTestResult(metaclass=PoolMeta):

@@ -6,6 +6,13 @@ models never assemble URLs themselves.
 """
 from urllib.parse import quote, urlencode
 
+# Viewer link fields and the server flag saying its plugin is installed.
+VIEWER_PLUGINS = {
+    'ohif_viewer_link': 'has_ohif',
+    'stone_viewer_link': 'has_stone',
+    'web_viewer_link': 'has_webviewer',
+    }
+
 
 def _join(base, path, **query):
     url = base.rstrip('/') + path

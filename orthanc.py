@@ -582,9 +582,13 @@ class OrthancClient:
         try:
             system = self._json(self._api.get_system, expect=dict,
                 kind='info')
-        except NotFound:
+        except (NotFound, Rejected) as exc:
+            # Orthanc always serves GET /system: a web server that refuses
+            # it (404, 405...) is something else; 403 and 5xx may be Orthanc.
+            if exc.status == 403 or not 400 <= (exc.status or 0) < 500:
+                raise
             raise NotOrthanc('%s has no Orthanc /system route' % self.url,
-                404) from None
+                exc.status) from None
         if 'Version' not in system or 'ApiVersion' not in system:
             raise NotOrthanc('%s is not an Orthanc server' % self.url)
         plugins = self._json(self._api.get_plugins, expect=list, kind='info')

@@ -12,12 +12,13 @@ from trytond.pyson import Bool, Eval
 from trytond.transaction import without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
-from . import limits, links, orthanc
+from . import limits, links, orthanc, roles
 from .exceptions import OrthancServerError, ServerURLError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0
+VIEWER_FLAGS = set(links.VIEWER_PLUGINS.values())
 
 # Most specific first: Timeout and TLSFailure are kinds of network failure.
 _REASONS = [
@@ -164,7 +165,7 @@ class ServerConfig(ModelSQL, ModelView):
             ]
         cls._order = [('label', 'ASC')]
         cls._buttons.update({
-                'check_connection': {},
+                'check_connection': {'invisible': roles.admin_only()},
                 })
 
     @staticmethod
@@ -227,7 +228,19 @@ class ServerConfig(ModelSQL, ModelView):
 
     @classmethod
     def create(cls, vlist):
-        return super().create([cls._normalized(v) for v in vlist])
+        servers = super().create([cls._normalized(v) for v in vlist])
+        cls._viewers_changed()
+        return servers
+
+    @classmethod
+    def delete(cls, servers):
+        super().delete(servers)
+        cls._viewers_changed()
+
+    @staticmethod
+    def _viewers_changed():
+        "Views list a viewer column only if a server has its plugin."
+        ModelView._fields_view_get_cache.clear()
 
     @classmethod
     def validate_fields(cls, servers, field_names):
@@ -257,6 +270,8 @@ class ServerConfig(ModelSQL, ModelView):
                 values = {**values, 'validated': False}
             args.extend((servers, values))
         super().write(*args)
+        if any(VIEWER_FLAGS & v.keys() for v in args[1::2]):
+            cls._viewers_changed()
 
     @classmethod
     def copy(cls, servers, default=None):

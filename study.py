@@ -17,6 +17,56 @@ from trytond.transaction import Transaction
 from . import links
 
 SERVER_MODEL = 'gnuhealth.orthanc.config'
+VIEWER_PLUGINS = links.VIEWER_PLUGINS
+
+
+def viewer_field(string, flag):
+    "A viewer link shown only where the server has the viewer's plugin."
+    return fields.Function(fields.Char(string,
+            states={'invisible': ~Eval(flag)}), 'get_links')
+
+
+def search_any(clause, names):
+    "A rec_name clause applied to any of the fields names (all, if '!')."
+    _, operator, value = clause
+    bool_op = 'AND' if operator.startswith('!') else 'OR'
+    return [bool_op] + [(name, operator, value) for name in names]
+
+
+def installed_viewer_flags():
+    "The VIEWER_PLUGINS flags that at least one server has."
+    Server = Pool().get(SERVER_MODEL)
+    flags = sorted(set(VIEWER_PLUGINS.values()))
+    with Transaction().set_context(_check_access=False):
+        rows = Server.search_read([], fields_names=flags)
+    return {f for f in flags if any(row[f] for row in rows)}
+
+
+class ViewerPlugins:
+    """Viewer links of a list: a column only for viewers some server has,
+    a cell only where the record's server has it (no network I/O)."""
+    __slots__ = ()
+    has_ohif = fields.Function(fields.Boolean('OHIF viewer'),
+        'get_viewer_flags')
+    has_stone = fields.Function(fields.Boolean('Stone Web Viewer'),
+        'get_viewer_flags')
+    has_webviewer = fields.Function(fields.Boolean('Orthanc Web Viewer'),
+        'get_viewer_flags')
+
+    @classmethod
+    def get_viewer_flags(cls, records, names):
+        return {name: {r.id: bool(r.server and getattr(r.server, name))
+                for r in records} for name in names}
+
+    @classmethod
+    def view_attributes(cls):
+        # fields_view_get caches this: the server clears that cache when
+        # a check finds other plugins.
+        installed = installed_viewer_flags()
+        return super().view_attributes() + [
+            ('/tree/field[@name="%s"]' % name, 'tree_invisible', 1)
+            for name, flag in VIEWER_PLUGINS.items()
+            if name in cls._fields and flag not in installed]
 
 
 def viewer_links(records, names, build):
@@ -82,7 +132,8 @@ class UniqueOrthancId:
                 raise SQLConstraintError(gettext(cls._unique_message))
 
 
-class PatientOrthancStudy(UniqueOrthancId, ModelSQL, ModelView):
+class PatientOrthancStudy(ViewerPlugins, UniqueOrthancId, ModelSQL,
+        ModelView):
     "Orthanc Study"
     __name__ = 'gnuhealth.imaging_orthanc.study'
     _unique_message = 'health_orthanc.msg_study_unique'
@@ -130,10 +181,8 @@ class PatientOrthancStudy(UniqueOrthancId, ModelSQL, ModelView):
     series = fields.One2Many('gnuhealth.imaging_orthanc.study_series',
         'study', 'Series', readonly=True)
     notes = fields.Text('Study notes')
-    ohif_viewer_link = fields.Function(fields.Char('OHIF Viewer'),
-        'get_links')
-    stone_viewer_link = fields.Function(fields.Char('Stone Viewer'),
-        'get_links')
+    ohif_viewer_link = viewer_field('OHIF Viewer', 'has_ohif')
+    stone_viewer_link = viewer_field('Stone Viewer', 'has_stone')
     explorer_link = fields.Function(fields.Char('Orthanc Explorer'),
         'get_links')
     # The names and meanings of gnuhealth-orthanc 5.0.4.
@@ -238,15 +287,8 @@ class PatientOrthancStudy(UniqueOrthancId, ModelSQL, ModelView):
 
     @classmethod
     def search_rec_name(cls, name, clause):
-        _, operator, value = clause
-        bool_op = 'AND' if operator.startswith('!') else 'OR'
-        return [bool_op,
-            ('description', operator, value),
-            ('patient_name', operator, value),
-            ('patient_id', operator, value),
-            ('accession_number', operator, value),
-            ('study_instance_UID', operator, value),
-            ]
+        return search_any(clause, ['description', 'patient_name',
+                'patient_id', 'accession_number', 'study_instance_UID'])
 
 
 class MirroredChild(UniqueOrthancId):
@@ -273,7 +315,7 @@ class MirroredChild(UniqueOrthancId):
                     where=parent.id == getattr(child, cls._parent_field))))
 
 
-class StudySeries(MirroredChild, ModelSQL, ModelView):
+class StudySeries(ViewerPlugins, MirroredChild, ModelSQL, ModelView):
     "Orthanc Series"
     __name__ = 'gnuhealth.imaging_orthanc.study_series'
     _parent_field = 'study'
@@ -294,10 +336,8 @@ class StudySeries(MirroredChild, ModelSQL, ModelView):
     notes = fields.Text('Series notes')
     instances = fields.One2Many('gnuhealth.imaging_orthanc.series_instances',
         'series', 'Instances', readonly=True)
-    stone_viewer_link = fields.Function(fields.Char('Stone Viewer'),
-        'get_links')
-    web_viewer_link = fields.Function(fields.Char('Orthanc Web Viewer'),
-        'get_links')
+    stone_viewer_link = viewer_field('Stone Viewer', 'has_stone')
+    web_viewer_link = viewer_field('Orthanc Web Viewer', 'has_webviewer')
 
     @classmethod
     def __setup__(cls):

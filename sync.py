@@ -27,7 +27,7 @@ from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
-from . import orthanc
+from . import orthanc, roles
 from .exceptions import OrthancSyncBusy, OrthancSyncError
 from .server import describe_error
 
@@ -126,8 +126,8 @@ class SyncServer(metaclass=PoolMeta):
     def __setup__(cls):
         super().__setup__()
         cls._buttons.update({
-                'sync_changes': {},
-                'full_sync': {},
+                'sync_changes': {'invisible': roles.imaging_only()},
+                'full_sync': {'invisible': roles.admin_only()},
                 })
 
     # --- entry points: buttons, cron, wizards --------------------------

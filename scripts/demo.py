@@ -24,12 +24,15 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+DEMO_DIR = os.path.join(ROOT, 'build', 'demo')
 os.environ.setdefault('SAO_DIR', os.path.join(ROOT, 'web', 'build', 'sao'))
+# trytond fixes its data path (attachments) when it is imported: the
+# demo's, so that what this script attaches is where its trytond looks.
+os.environ['TRYTOND_DATABASE__PATH'] = DEMO_DIR
 
 from trytond.modules.health_orthanc.tests import dicom_factory as dicom  # noqa: E402,E501
 from trytond.modules.health_orthanc.tests import stack  # noqa: E402
 
-DEMO_DIR = os.path.join(ROOT, 'build', 'demo')
 ORTHANC_DIR = os.path.join(DEMO_DIR, 'orthanc')
 STATE_FILE = os.path.join(DEMO_DIR, 'demo.json')
 DATABASE = 'health_orthanc_demo'

@@ -1,17 +1,26 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Browser test of the upload wizard through SAO, end to end.
+"""Browser tests through SAO, end to end, on one trytond and one database.
 
 Starts its own Orthanc, creates a throw-away SQLite GNU Health database
 with health_orthanc activated, registers the server, starts trytond
 serving SAO (web/build/sao, from `make sao`), then drives Debian's
-chromium with tests/browser/upload.mjs: upload 3 DICOM files and a text
-file, check the result (3 stored, 1 rejected and named, the study
-listed), open the new study and its Orthanc Explorer link.  Everything
-it started is stopped by PID, whatever happens.
+chromium:
 
-Exit code 0 when the test passed.  The screenshots are saved in
-build/test-artifacts/ (browser-upload*.png), with the logs on failure.
+* tests/browser/upload.mjs: upload 3 DICOM files and a text file, check
+  the result (3 stored, 1 rejected and named, the study listed), open the
+  new study and its Orthanc Explorer link;
+* tests/browser/walk.mjs: every menu entry, list, form, wizard and button
+  of the module as an imaging administrator, a radiographer and a doctor
+  (present for the roles that may use them, absent for the others), on
+  data made here: a patient with a request, its result and a study, a
+  study of an unknown patient whose DICOM data disagree with her, a study
+  to delete.  A traceback in the trytond log fails it too.
+
+Everything it started is stopped by PID, whatever happens.  Exit code 0
+when both passed; the last line says "browser: N passed, N failed".  The
+screenshots are saved in build/test-artifacts/ (browser-upload*.png,
+walk-<role>-<screen>.png), with the logs on failure.
 
 Environment: KEEP=1 keeps the temporary folder; NODE (default node),
 CHROMIUM (default /usr/bin/chromium), SAO_DIR.
@@ -88,6 +97,103 @@ def setup_database(stack, conf, orthanc):
     stack.register_server(orthanc, SERVER_LABEL)
 
 
+WALK_PATIENT = ('WALK-ANA', 'Lopez', 'Ana', 'f', '19750302')
+
+
+def walk_study(patient_id, name, sex, birth, description, accession,
+        n_series=1):
+    from trytond.modules.health_orthanc.tests import dicom_factory as dicom
+    return dicom.study(n_series=n_series, n_instances=2,
+        patient_id=patient_id, patient_name=name, sex=sex,
+        birth_date=birth, study_description=description,
+        accession=accession, study_date='20240105')
+
+
+def new_user(login, groups, password):
+    "A user of the given groups ((module, XML id) pairs)."
+    from proteus import Model
+    User = Model.get('res.user')
+    Group = Model.get('res.group')
+    ModelData = Model.get('ir.model.data')
+    user = User(name=login.title(), login=login, password=password)
+    for module, xml_id in groups:
+        data, = ModelData.find([('module', '=', module),
+                ('fs_id', '=', xml_id)])
+        user.groups.append(Group(data.db_id))
+    user.save()
+    return {'login': login, 'password': password}
+
+
+def setup_walk(orthanc, admin_password):
+    """Users of the three roles and the records walk.mjs works on."""
+    import datetime
+    import httpx
+    from proteus import Model
+    from trytond.modules.health_orthanc.tests import stack, tools
+    users = {
+        'admin': {'login': 'admin', 'password': admin_password},
+        'radiographer': new_user('radiographer', [
+                ('health_orthanc', 'group_imaging_orthanc'),
+                ('health_imaging', 'group_health_imaging')],
+            stack.new_password()),
+        'doctor': new_user('doctor', [
+                ('health', 'group_health_doctor'),
+                ('health_imaging', 'group_health_imaging')],
+            stack.new_password()),
+        }
+    puid, last, first, sex, birth = WALK_PATIENT
+    patient = tools.create_patient(puid, last, first, gender=sex,
+        birth_date=datetime.datetime.strptime(birth, '%Y%m%d').date())
+    User = Model.get('res.user')
+    admin, = User.find([('login', '=', 'admin')])
+    doctor = tools.create_health_professional('Gregory', 'House', user=admin)
+    test = tools.create_imaging_test('CTHEAD', 'CT head')
+    request = tools.create_request(patient, test, doctor)
+    tools.create_result(request)
+    request.reload()
+    files = [
+        *walk_study(puid, '%s^%s' % (last.upper(), first.upper()),
+            sex.upper(), birth, 'WALK CT HEAD', request.request, 2),
+        *walk_study('WALK-UNKNOWN', 'DOE^JOHN', 'M', '19600101',
+            'WALK UNKNOWN', 'WALK-ACC-2'),
+        *walk_study('WALK-DEL', 'DELETE^ME', 'O', '', 'WALK DELETE ME',
+            'WALK-ACC-3'),
+        ]
+    with httpx.Client(auth=orthanc.auth, timeout=60) as client:
+        for data in files:
+            client.post(orthanc.url + '/instances',
+                content=data).raise_for_status()
+    Server = Model.get('gnuhealth.orthanc.config')
+    server, = Server.find([('label', '=', SERVER_LABEL)])
+    server.click('sync_changes')
+    return {
+        'users': users,
+        'data': {
+            'patient': last,
+            'linked_study': 'WALK CT HEAD',
+            'unknown_study': 'WALK UNKNOWN',
+            'delete_study': 'WALK DELETE ME',
+            'server': SERVER_LABEL,
+            },
+        }
+
+
+def tracebacks(log):
+    "The tracebacks in a trytond log, as text."
+    try:
+        with open(log, errors='replace') as fp:
+            text = fp.read()
+    except OSError:
+        return ''
+    return '\n'.join(part[:3000] for part in
+        text.split('Traceback (most recent call last)')[1:])
+
+
+def run_node(node, script, env):
+    return subprocess.run([node, os.path.join(HERE, 'browser', script)],
+        env=env, cwd=ROOT, timeout=900).returncode
+
+
 def orthanc_instances(orthanc):
     import httpx
     answer = httpx.get(orthanc.url + '/statistics', auth=orthanc.auth,
@@ -95,7 +201,7 @@ def orthanc_instances(orthanc):
     return answer.json()['CountInstances']
 
 
-def run(workdir):
+def run(workdir, results):
     os.environ.setdefault('SAO_DIR',
         os.path.join(ROOT, 'web', 'build', 'sao'))
     from trytond.modules.health_orthanc.tests import stack
@@ -103,11 +209,12 @@ def run(workdir):
     os.makedirs(ARTIFACTS, exist_ok=True)
     screenshot = os.path.join(ARTIFACTS, 'browser-upload.png')
     for name in os.listdir(ARTIFACTS):
-        if name.startswith('browser-upload'):
+        if name.startswith(('browser-upload', 'walk-')):
             os.remove(os.path.join(ARTIFACTS, name))
     admin_log = os.path.join(workdir, 'trytond-admin.log')
     trytond_log = os.path.join(workdir, 'trytond.log')
     orthanc = trytond = None
+    failures = []
     started = time.monotonic()
     try:
         orthanc = stack.OrthancServer(name='health_orthanc browser test',
@@ -133,16 +240,29 @@ def run(workdir):
             TEXT_FILE=text_file, SCREENSHOT=screenshot,
             ORTHANC_SERVER=SERVER_LABEL, VIEWER_FIELD='explorer_link',
             STUDY_TEXT=STUDY_DESCRIPTION, SAO_DIR=stack.SAO_DIR)
-        code = subprocess.run(
-            [node, os.path.join(HERE, 'browser', 'upload.mjs')],
-            env=env, cwd=ROOT, timeout=600).returncode
-        if code:
-            raise AssertionError('upload.mjs failed (exit %s)' % code)
+        code = run_node(node, 'upload.mjs', env)
         count = orthanc_instances(orthanc)
-        if count != len(dicom_files):
-            raise AssertionError('Orthanc holds %s instances, not %s'
+        if code:
+            failures.append('upload.mjs failed (exit %s)' % code)
+        elif count != len(dicom_files):
+            failures.append('Orthanc holds %s instances, not %s'
                 % (count, len(dicom_files)))
-        print('Orthanc holds the %d uploaded instances' % count)
+        else:
+            print('Orthanc holds the %d uploaded instances' % count)
+            results['upload'] = True
+        walk_config = os.path.join(workdir, 'walk.json')
+        stack.write_json(walk_config, dict(setup_walk(orthanc, password),
+                url=url, db=DATABASE, artifacts=ARTIFACTS))
+        code = run_node(node, 'walk.mjs', dict(env, WALK_CONFIG=walk_config))
+        found = tracebacks(trytond_log)
+        if code:
+            failures.append('walk.mjs failed (exit %s)' % code)
+        elif found:
+            failures.append('tracebacks in the trytond log:\n' + found)
+        else:
+            results['walk'] = True
+        if failures:
+            raise AssertionError('; '.join(failures))
     except BaseException:
         for log in (admin_log, trytond_log,
                 orthanc.log_path if orthanc and orthanc.workdir else None):
@@ -161,8 +281,9 @@ def run(workdir):
 def main():
     keep = os.environ.get('KEEP')
     workdir = tempfile.mkdtemp(prefix='health-orthanc-browser-')
+    results = {'upload': False, 'walk': False}
     try:
-        run(workdir)
+        run(workdir, results)
     except Skip as exc:
         print('browser test: cannot run: %s' % exc, file=sys.stderr)
         return 2
@@ -171,14 +292,15 @@ def main():
             traceback.print_exc()
         print('browser test FAILED: %s (artifacts in %s)'
             % (exc, ARTIFACTS), file=sys.stderr)
-        return 1
     finally:
         if keep:
             print('kept %s' % workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    print('browser test passed')
-    return 0
+        passed = sum(results.values())
+        print('browser: %d passed, %d failed'
+            % (passed, len(results) - passed), flush=True)
+    return 0 if all(results.values()) else 1
 
 
 if __name__ == '__main__':

@@ -131,12 +131,12 @@ def create_database(conf, data_dir, name, password, *,
                 0o600), 'w') as fp:
         fp.write(password + '\n')
     try:
-        admin = os.path.join(BIN, 'trytond-admin')
-        for args in (['--all', '--email', email],
-                ['-u', MODULE, '--activate-dependencies']):
-            _run([admin, '-c', conf, '-d', name, *args],
-                env=clean_env(TRYTONPASSFILE=passfile), log=log,
-                timeout=timeout)
+        # One run: trytond-admin initialises a new database before it
+        # activates the module and its dependencies.
+        _run([os.path.join(BIN, 'trytond-admin'), '-c', conf, '-d', name,
+                '-u', MODULE, '--activate-dependencies', '--email', email],
+            env=clean_env(TRYTONPASSFILE=passfile), log=log,
+            timeout=timeout)
     finally:
         os.remove(passfile)
     return path

@@ -254,20 +254,30 @@ class ServerInfoTest(_OrthancTest):
             with self.assertRaises(orthanc.NotOrthanc):
                 client.server_info()
 
-    def test_not_orthanc_404(self):
-        # http.server's default answer to GET is 404 (no do_GET).
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_error(404)
+    def test_not_orthanc_4xx(self):
+        # A web server without GET /system (e.g. an API that only accepts
+        # POST: 405) is not an Orthanc; 403 and 5xx may be one behind a
+        # proxy, and say so.
+        for status, error in [(404, orthanc.NotOrthanc),
+                (405, orthanc.NotOrthanc), (400, orthanc.NotOrthanc),
+                (403, orthanc.Rejected), (503, orthanc.Rejected)]:
+            class Handler(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    self.send_error(status)
 
-            def log_message(self, *args):
-                pass
-        background = _Background(http.server.ThreadingHTTPServer(
-                ('127.0.0.1', 0), Handler))
-        self.addCleanup(background.close)
-        with orthanc.OrthancClient(background.url) as client:
-            with self.assertRaises(orthanc.NotOrthanc):
-                client.server_info()
+                def log_message(self, *args):
+                    pass
+            background = _Background(http.server.ThreadingHTTPServer(
+                    ('127.0.0.1', 0), Handler))
+            self.addCleanup(background.close)
+            with self.subTest(status=status):
+                with orthanc.OrthancClient(background.url) as client:
+                    with self.assertRaises(error) as caught:
+                        client.server_info()
+                self.assertEqual(caught.exception.status, status)
+                if error is orthanc.Rejected:
+                    self.assertNotIsInstance(caught.exception,
+                        orthanc.NotOrthanc)
 
     def test_timeout(self):
         listener = _SilentListener()

@@ -23,7 +23,10 @@
 import path from 'node:path';
 import fs from 'node:fs';
 
-import {launch} from './lib.mjs';
+import {
+    Failure, allText, check, dialogs, launch, log, login, openMenu,
+    reportFailure, wizard,
+} from './lib.mjs';
 
 // ---- What to look for: adjust here when names change --------------------
 const CONFIG = {
@@ -64,17 +67,6 @@ const STOP_AFTER = env('STOP_AFTER');
 const TIMEOUT = Number(env('TIMEOUT') || 30000);
 
 const shot = suffix => SCREENSHOT.replace(/(\.png)?$/i, `${suffix}.png`);
-let step = 0;
-function log(message) {
-    console.log(`[${++step}] ${message}`);
-}
-class Failure extends Error {}
-function check(condition, message) {
-    if (!condition) {
-        throw new Failure(message);
-    }
-    console.log(`    ok: ${message}`);
-}
 
 function usage() {
     const missing = ['TRYTON_URL', 'TRYTON_DB', 'TRYTON_PASSWORD']
@@ -96,102 +88,6 @@ function usage() {
         console.error(`upload.mjs: missing ${missing.join(', ')}`);
         process.exit(2);
     }
-}
-
-// Text of the visible SAO dialogs (errors, warnings), for failure messages.
-async function dialogs(page) {
-    return page.evaluate(() => Array.from(
-        document.querySelectorAll('.modal.in'))
-        .filter(el => !el.classList.contains('wizard-dialog'))
-        .map(el => el.innerText.trim().replace(/\s+/g, ' '))
-        .filter(Boolean));
-}
-
-async function login(page) {
-    const url = new URL(TRYTON_URL);
-    url.hash = DB;
-    log(`open ${url.href}`);
-    await page.goto(url.href);
-    const loginInput = page.locator('.login-dialog #login');
-    await loginInput.waitFor({state: 'visible'});
-    check(await page.evaluate(
-        () => typeof Sao.View.Form.BinaryDicom == 'function'),
-    'SAO loaded custom.js (binary_dicom widget registered)');
-    log(`log in as ${LOGIN} on database ${DB}`);
-    await loginInput.fill(LOGIN);
-    await page.locator('.login-dialog button[type=submit]').click();
-    const password = page.locator('.ask-dialog #ask-dialog-entry');
-    await password.waitFor({state: 'visible'});
-    await password.fill(PASSWORD);
-    await page.locator('.ask-dialog .btn-primary').click();
-    // a wrong password is asked again
-    const logged = page.locator('#global-search-entry');
-    await Promise.race([
-        logged.waitFor({state: 'visible'}),
-        page.waitForTimeout(1000).then(() => password.waitFor(
-            {state: 'visible'})).then(() => {
-            throw new Failure(
-                `login refused for ${LOGIN} on ${DB} (password asked again)`);
-        }),
-    ]);
-    await page.locator('#menu .treeview tbody tr').first().waitFor();
-    check(true, 'logged in, menu loaded');
-}
-
-// Open a menu entry through the global search box.
-async function openMenu(page, menuPath) {
-    const parts = menuPath.split('/').map(s => s.trim()).filter(Boolean);
-    const wanted = parts.join(' / ').toLowerCase();
-    const leaf = parts[parts.length - 1];
-    log(`open menu "${parts.join(' / ')}" (global search "${leaf}")`);
-    const entry = page.locator('#global-search-entry');
-    await entry.fill('');
-    await entry.pressSequentially(leaf, {delay: 20});
-    const items = page.locator('.global-search-container li.completion');
-    try {
-        await items.first().waitFor({state: 'visible', timeout: 10000});
-    } catch (error) {
-        throw new Failure(`global search "${leaf}" found nothing ` +
-            '(module not activated, no access, or renamed menu?)');
-    }
-    await page.waitForTimeout(300);  // let the completion settle
-    const texts = (await items.locator('.global-search-text').allInnerTexts())
-        .map(text => text.trim());
-    const norm = text => text.toLowerCase().replace(/\s*\/\s*/g, ' / ');
-    let index = texts.findIndex(text => norm(text) == wanted);
-    if (index < 0) {
-        // the path may have moved: accept a single entry with that name
-        const same = texts.filter(text =>
-            norm(text).endsWith(' / ' + leaf.toLowerCase()) ||
-            norm(text) == leaf.toLowerCase());
-        if (same.length != 1) {
-            throw new Failure(`no menu "${menuPath}" in the global search ` +
-                `results: ${JSON.stringify(texts)}`);
-        }
-        index = texts.indexOf(same[0]);
-        console.log(`    note: "${menuPath}" not found, using "${same[0]}"`);
-    }
-    console.log(`    select "${texts[index]}"`);
-    await items.nth(index).locator('a').click();
-}
-
-// The open wizard: a modal dialog, or the active tab (window=True).
-function wizard(page) {
-    return page.locator(
-        '.wizard-dialog.in, #tabcontent > .tab-pane.active .wizard-form')
-        .last();
-}
-
-// All text of a container, including the values of its inputs.
-async function allText(locator) {
-    return locator.evaluate(el => {
-        const values = Array.from(el.querySelectorAll(
-            'input:not([type=file]):not([type=hidden]), textarea, select'))
-            .map(input => input.tagName == 'SELECT' ?
-                (input.selectedOptions[0] || {}).text || '' : input.value)
-            .filter(Boolean);
-        return [el.innerText, ...values].join('\n');
-    });
 }
 
 async function chooseServer(form) {
@@ -337,9 +233,13 @@ async function studies(page) {
         throw new Failure(`no field "${CONFIG.viewerField}" in the study ` +
             `form (fields: ${names.join(', ')})`);
     }
-    const link = await field.evaluate(el => el.value || el.href ||
+    const linkOf = el => el.value || el.href ||
         (el.closest('.form-url') &&
-            el.closest('.form-url').querySelector('a[href]') || {}).href);
+            el.closest('.form-url').querySelector('a[href]') || {}).href;
+    // the form is drawn before the record's values arrive
+    await page.waitForFunction(linkOf, await field.elementHandle(),
+        {timeout: 10000}).catch(() => {});
+    const link = await field.evaluate(linkOf);
     console.log(`    ${CONFIG.viewerField} = ${link}`);
     check(/^https?:\/\/\S+/.test(link || ''),
         `the study has a viewer link (${CONFIG.viewerField})`);
@@ -355,7 +255,8 @@ async function main() {
     const errors = [];
     page.on('pageerror', error => errors.push(String(error)));
     try {
-        await login(page);
+        await login(page, {url: TRYTON_URL, db: DB, user: LOGIN,
+            password: PASSWORD});
         if (STOP_AFTER == 'login') {
             await page.screenshot({path: SCREENSHOT});
         } else if (await upload(page) && STOP_AFTER != 'upload') {
@@ -366,17 +267,7 @@ async function main() {
         }
         console.log('upload.mjs: all steps passed');
     } catch (error) {
-        console.error(`FAILED at step ${step}: ${error.message}`);
-        if (!(error instanceof Failure)) {
-            console.error(error.stack);
-        }
-        const open = await dialogs(page).catch(() => []);
-        if (open.length) {
-            console.error(`open dialogs: ${JSON.stringify(open)}`);
-        }
-        if (errors.length) {
-            console.error(`page errors: ${JSON.stringify(errors)}`);
-        }
+        await reportFailure(page, error, errors);
         await page.screenshot({path: shot('-failure')}).then(
             () => console.error(`screenshot ${shot('-failure')}`),
             () => {});

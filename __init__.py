@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from trytond.pool import Pool
 
-from . import clinical, imaging, ir, server, study, sync, upload
+from . import (
+    clinical, imaging, ir, server, study, sync, upload, viewer, viewer_log)
 
 
 def register():
@@ -29,6 +30,11 @@ def register():
         clinical.Series,
         clinical.Instance,
         clinical.LinkPatientStart,
+        viewer_log.ViewerAccess,
+        viewer.ServerConfig,
+        viewer.Study,
+        viewer.Series,
+        viewer.Patient,
         module='health_orthanc', type_='model')
     Pool.register(
         server.ConnectNewOrthancServer,

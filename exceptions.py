@@ -26,3 +26,7 @@ class ImagingLinkError(UserError):
 
 class ServerURLError(ValidationError):
     "A server URL is not a valid http(s) URL."
+
+
+class ViewerAccessError(UserError):
+    "A viewer cannot be opened without the PACS password."

@@ -32,9 +32,8 @@ import orthanc
 import viewer_token
 
 SECTION = 'HealthOrthanc'
-PREFIX = '/health-orthanc'
-OPEN_ROUTE = PREFIX + '/open'
-STATUS_ROUTE = PREFIX + '/status'
+OPEN_ROUTE = viewer_token.OPEN_ROUTE
+STATUS_ROUTE = viewer_token.STATUS_ROUTE
 COOKIE_PREFIX = 'hov_'
 DEFAULT_CACHE_SIZE = 10000
 # What viewers load that holds no patient data.

@@ -17,6 +17,9 @@ import os
 import time
 
 VERSION = 'v1'
+# Routes of the Orthanc-side script, under the Orthanc root URL.
+OPEN_ROUTE = '/health-orthanc/open'
+STATUS_ROUTE = '/health-orthanc/status'
 # Payload keys, short because the token travels in URLs and cookies.
 STUDY, STUDY_UID, USER, EXPIRES, VIEWER, SERIES, SERIES_UID, NONCE = (
     'st', 'su', 'us', 'ex', 'vw', 'se', 'ss', 'n')

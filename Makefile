@@ -73,6 +73,7 @@ demo: deps
 bench: deps
 	$(PY) $(ROOT)/benchmarks/sync.py
 	$(PY) $(ROOT)/benchmarks/upload.py
+	$(PY) $(ROOT)/benchmarks/viewer_access.py
 
 clean:
 	rm -rf $(BUILD) $(VENV)

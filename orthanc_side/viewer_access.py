@@ -24,7 +24,6 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from http.cookies import CookieError, SimpleCookie
 from urllib.parse import quote, urlencode
 
 import orthanc
@@ -152,29 +151,53 @@ def is_service_account(headers):
     return found
 
 
-def _cookies(headers):
-    cookie = SimpleCookie()
-    try:
-        cookie.load(headers.get('cookie', ''))
-    except CookieError:
-        return {}
-    return {k: m.value for k, m in cookie.items()
-        if k.startswith(COOKIE_PREFIX)}
+def _token_cookies(headers):
+    "(name, value) of the request's viewer-token cookies."
+    for part in headers.get('cookie', '').split(';'):
+        name, _, value = part.strip().partition('=')
+        if name.startswith(COOKIE_PREFIX) and value:
+            yield name, value
 
 
 def granted_studies(headers):
     "{study ID: StudyInstanceUID} of the valid tokens the request carries."
     studies = {}
     now = time.time()
-    for name, token in _cookies(headers).items():
-        try:
-            payload = viewer_token.verify(CONFIG.secret, token, now)
-        except viewer_token.InvalidToken:
-            continue
-        if name == COOKIE_PREFIX + payload[viewer_token.STUDY]:
+    for name, token in _token_cookies(headers):
+        payload = TOKENS.payload(token, now)
+        if payload and name == COOKIE_PREFIX + payload[viewer_token.STUDY]:
             studies[payload[viewer_token.STUDY]] = (
                 payload[viewer_token.STUDY_UID])
     return studies
+
+
+class TokenCache:
+    """Bounded LRU of the tokens already verified: a viewer sends the same
+    cookie with each of its requests.  Expiry is checked on every use."""
+
+    def __init__(self, size):
+        self.size = max(size, 1)
+        self._items = OrderedDict()
+        self._lock = threading.Lock()
+
+    def payload(self, token, now):
+        "The payload of a valid token, else None."
+        with self._lock:
+            payload = self._items.get(token)
+            if payload is not None:
+                self._items.move_to_end(token)
+        if payload is None:
+            try:
+                payload = viewer_token.verify(CONFIG.secret, token, now)
+            except viewer_token.InvalidToken:
+                return None
+            with self._lock:
+                self._items[token] = payload
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        if payload[viewer_token.EXPIRES] <= now:
+            return None
+        return payload
 
 
 def _study_uid_param(get):
@@ -283,6 +306,7 @@ def status(output, uri, **request):
 
 CONFIG = Configuration(json.loads(orthanc.GetConfiguration()))
 CACHE = StudyCache(CONFIG.cache_size)
+TOKENS = TokenCache(CONFIG.cache_size)
 orthanc.RegisterIncomingHttpRequestFilter(filter_request)
 orthanc.RegisterRestCallback(OPEN_ROUTE, open_viewer)
 orthanc.RegisterRestCallback(STATUS_ROUTE, status)

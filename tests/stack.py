@@ -27,7 +27,8 @@ __all__ = ['ROOT', 'SAO_DIR', 'BIN', 'OrthancServer', 'free_port',
     'port_free', 'clean_env', 'write_trytond_conf', 'database_activated',
     'create_database', 'start_trytond', 'stop_process', 'wait_http',
     'proteus_connect', 'mark_config_wizards_done', 'register_server',
-    'MAX_SIZE_AUTHENTICATED']
+    'MAX_SIZE_AUTHENTICATED', 'is_postgresql', 'postgresql_execute',
+    'create_postgresql_database', 'drop_database']
 
 # Resolve the module symlink (site-packages/trytond/modules/health_orthanc)
 # to the repository.
@@ -112,13 +113,19 @@ def database_activated(data_dir, name):
 
 
 def create_database(conf, data_dir, name, password, *,
-        email='admin@example.org', log=None, timeout=1800):
-    """A new SQLite database with health_orthanc and its dependencies
-    activated; the admin user gets password (via TRYTONPASSFILE)."""
-    path = sqlite_file(data_dir, name)
-    if os.path.exists(path):
-        os.remove(path)
-    open(path, 'w').close()
+        email='admin@example.org', log=None, timeout=1800, uri='sqlite://'):
+    """A new database (SQLite file in data_dir, or on the PostgreSQL server
+    of uri) with health_orthanc and its dependencies activated; the admin
+    user gets password (via TRYTONPASSFILE).  Returns the SQLite path or
+    the PostgreSQL name."""
+    if is_postgresql(uri):
+        create_postgresql_database(uri, name)
+        path = name
+    else:
+        path = sqlite_file(data_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
+        open(path, 'w').close()
     passfile = os.path.join(data_dir, '.%s.password' % name)
     with open(os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                 0o600), 'w') as fp:
@@ -133,6 +140,41 @@ def create_database(conf, data_dir, name, password, *,
     finally:
         os.remove(passfile)
     return path
+
+
+# --- PostgreSQL (uri: postgresql://user@host:port/) ------------------------
+
+def is_postgresql(uri):
+    return uri.startswith('postgresql')
+
+
+def postgresql_execute(uri, statement):
+    "One statement on the maintenance database, outside a transaction."
+    import psycopg2
+    connection = psycopg2.connect(uri.rstrip('/') + '/postgres')
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        connection.close()
+
+
+def create_postgresql_database(uri, name, template=None):
+    "An empty database name (dropped first), or a copy of template."
+    drop_database(uri, None, name)
+    postgresql_execute(uri, 'CREATE DATABASE "%s"%s' % (
+            name, ' TEMPLATE "%s"' % template if template else ''))
+
+
+def drop_database(uri, data_dir, name):
+    "Drop database name of uri (PostgreSQL) or its SQLite file in data_dir."
+    if is_postgresql(uri):
+        postgresql_execute(uri,
+            'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
+    elif data_dir:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(sqlite_file(data_dir, name))
 
 
 def _run(command, env, log=None, timeout=None):

@@ -144,12 +144,7 @@ def run(workdir):
                 % (count, len(dicom_files)))
         print('Orthanc holds the %d uploaded instances' % count)
     except BaseException:
-        for log in (admin_log, trytond_log,
-                orthanc.log_path if orthanc and orthanc.workdir else None):
-            if log and os.path.exists(log):
-                shutil.copy(log, os.path.join(ARTIFACTS,
-                        'browser-upload-' + os.path.basename(log)))
-        print(stack.tail(trytond_log, 40), file=sys.stderr)
+        keep_logs(stack, 'browser-upload-', orthanc, admin_log, trytond_log)
         raise
     finally:
         stack.stop_process(trytond)
@@ -158,27 +153,42 @@ def run(workdir):
     print('Screenshot of the result form: %s' % screenshot)
 
 
-def main():
+def keep_logs(stack, prefix, orthanc, admin_log, trytond_log):
+    "Copy the logs to the artifacts after a failure; show trytond's end."
+    for log in (admin_log, trytond_log,
+            orthanc.log_path if orthanc and orthanc.workdir else None):
+        if log and os.path.exists(log):
+            shutil.copy(log, os.path.join(ARTIFACTS,
+                    prefix + os.path.basename(log)))
+    print(stack.tail(trytond_log, 40), file=sys.stderr)
+
+
+def main_of(run, label, workdir_prefix):
+    "Run run(workdir) in a temporary folder; the exit code of the test."
     keep = os.environ.get('KEEP')
-    workdir = tempfile.mkdtemp(prefix='health-orthanc-browser-')
+    workdir = tempfile.mkdtemp(prefix=workdir_prefix)
     try:
         run(workdir)
     except Skip as exc:
-        print('browser test: cannot run: %s' % exc, file=sys.stderr)
+        print('%s: cannot run: %s' % (label, exc), file=sys.stderr)
         return 2
     except Exception as exc:
         if not isinstance(exc, AssertionError):
             traceback.print_exc()
-        print('browser test FAILED: %s (artifacts in %s)'
-            % (exc, ARTIFACTS), file=sys.stderr)
+        print('%s FAILED: %s (artifacts in %s)'
+            % (label, exc, ARTIFACTS), file=sys.stderr)
         return 1
     finally:
         if keep:
             print('kept %s' % workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    print('browser test passed')
+    print('%s passed' % label)
     return 0
+
+
+def main():
+    return main_of(run, 'browser test', 'health-orthanc-browser-')
 
 
 if __name__ == '__main__':

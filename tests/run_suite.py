@@ -135,13 +135,23 @@ def count(summary, returncode):
     return passed, failed
 
 
+# Each browser test counts as one test.
+BROWSER_TESTS = ['browser_run.py', 'browser_viewer_run.py']
+
+
 def run_browser():
-    script = os.path.join(ROOT, 'tests', 'browser_run.py')
-    if not os.path.exists(script):
-        return 0, 0
-    print('==== browser: %s' % script, flush=True)
-    code = subprocess.run([sys.executable, script], cwd=BUILD).returncode
-    return (1, 0) if code == 0 else (0, 1)
+    passed = failed = 0
+    for name in BROWSER_TESTS:
+        script = os.path.join(ROOT, 'tests', name)
+        if not os.path.exists(script):
+            continue
+        print('==== browser: %s' % script, flush=True)
+        code = subprocess.run([sys.executable, script], cwd=BUILD).returncode
+        if code == 0:
+            passed += 1
+        else:
+            failed += 1
+    return passed, failed
 
 
 def main():

@@ -23,7 +23,9 @@
 import path from 'node:path';
 import fs from 'node:fs';
 
-import {launch} from './lib.mjs';
+import {
+    Failure, dialogs, launch, loginSao, openMenuEntry, reportFailure, reporter,
+} from './lib.mjs';
 
 // ---- What to look for: adjust here when names change --------------------
 const CONFIG = {
@@ -64,17 +66,7 @@ const STOP_AFTER = env('STOP_AFTER');
 const TIMEOUT = Number(env('TIMEOUT') || 30000);
 
 const shot = suffix => SCREENSHOT.replace(/(\.png)?$/i, `${suffix}.png`);
-let step = 0;
-function log(message) {
-    console.log(`[${++step}] ${message}`);
-}
-class Failure extends Error {}
-function check(condition, message) {
-    if (!condition) {
-        throw new Failure(message);
-    }
-    console.log(`    ok: ${message}`);
-}
+const {log, check, stepNumber} = reporter();
 
 function usage() {
     const missing = ['TRYTON_URL', 'TRYTON_DB', 'TRYTON_PASSWORD']
@@ -98,81 +90,17 @@ function usage() {
     }
 }
 
-// Text of the visible SAO dialogs (errors, warnings), for failure messages.
-async function dialogs(page) {
-    return page.evaluate(() => Array.from(
-        document.querySelectorAll('.modal.in'))
-        .filter(el => !el.classList.contains('wizard-dialog'))
-        .map(el => el.innerText.trim().replace(/\s+/g, ' '))
-        .filter(Boolean));
-}
-
 async function login(page) {
-    const url = new URL(TRYTON_URL);
-    url.hash = DB;
-    log(`open ${url.href}`);
-    await page.goto(url.href);
-    const loginInput = page.locator('.login-dialog #login');
-    await loginInput.waitFor({state: 'visible'});
+    const logged = await loginSao(page, {url: TRYTON_URL, db: DB,
+        login: LOGIN, password: PASSWORD}, {log, check});
     check(await page.evaluate(
         () => typeof Sao.View.Form.BinaryDicom == 'function'),
     'SAO loaded custom.js (binary_dicom widget registered)');
-    log(`log in as ${LOGIN} on database ${DB}`);
-    await loginInput.fill(LOGIN);
-    await page.locator('.login-dialog button[type=submit]').click();
-    const password = page.locator('.ask-dialog #ask-dialog-entry');
-    await password.waitFor({state: 'visible'});
-    await password.fill(PASSWORD);
-    await page.locator('.ask-dialog .btn-primary').click();
-    // a wrong password is asked again
-    const logged = page.locator('#global-search-entry');
-    await Promise.race([
-        logged.waitFor({state: 'visible'}),
-        page.waitForTimeout(1000).then(() => password.waitFor(
-            {state: 'visible'})).then(() => {
-            throw new Failure(
-                `login refused for ${LOGIN} on ${DB} (password asked again)`);
-        }),
-    ]);
-    await page.locator('#menu .treeview tbody tr').first().waitFor();
-    check(true, 'logged in, menu loaded');
+    return logged;
 }
 
-// Open a menu entry through the global search box.
 async function openMenu(page, menuPath) {
-    const parts = menuPath.split('/').map(s => s.trim()).filter(Boolean);
-    const wanted = parts.join(' / ').toLowerCase();
-    const leaf = parts[parts.length - 1];
-    log(`open menu "${parts.join(' / ')}" (global search "${leaf}")`);
-    const entry = page.locator('#global-search-entry');
-    await entry.fill('');
-    await entry.pressSequentially(leaf, {delay: 20});
-    const items = page.locator('.global-search-container li.completion');
-    try {
-        await items.first().waitFor({state: 'visible', timeout: 10000});
-    } catch (error) {
-        throw new Failure(`global search "${leaf}" found nothing ` +
-            '(module not activated, no access, or renamed menu?)');
-    }
-    await page.waitForTimeout(300);  // let the completion settle
-    const texts = (await items.locator('.global-search-text').allInnerTexts())
-        .map(text => text.trim());
-    const norm = text => text.toLowerCase().replace(/\s*\/\s*/g, ' / ');
-    let index = texts.findIndex(text => norm(text) == wanted);
-    if (index < 0) {
-        // the path may have moved: accept a single entry with that name
-        const same = texts.filter(text =>
-            norm(text).endsWith(' / ' + leaf.toLowerCase()) ||
-            norm(text) == leaf.toLowerCase());
-        if (same.length != 1) {
-            throw new Failure(`no menu "${menuPath}" in the global search ` +
-                `results: ${JSON.stringify(texts)}`);
-        }
-        index = texts.indexOf(same[0]);
-        console.log(`    note: "${menuPath}" not found, using "${same[0]}"`);
-    }
-    console.log(`    select "${texts[index]}"`);
-    await items.nth(index).locator('a').click();
+    return openMenuEntry(page, menuPath, {log, check});
 }
 
 // The open wizard: a modal dialog, or the active tab (window=True).
@@ -366,21 +294,8 @@ async function main() {
         }
         console.log('upload.mjs: all steps passed');
     } catch (error) {
-        console.error(`FAILED at step ${step}: ${error.message}`);
-        if (!(error instanceof Failure)) {
-            console.error(error.stack);
-        }
-        const open = await dialogs(page).catch(() => []);
-        if (open.length) {
-            console.error(`open dialogs: ${JSON.stringify(open)}`);
-        }
-        if (errors.length) {
-            console.error(`page errors: ${JSON.stringify(errors)}`);
-        }
-        await page.screenshot({path: shot('-failure')}).then(
-            () => console.error(`screenshot ${shot('-failure')}`),
-            () => {});
-        process.exitCode = 1;
+        await reportFailure(error, {step: stepNumber(), page, errors,
+            failurePath: shot('-failure')});
     } finally {
         await browser.close();
     }

@@ -210,6 +210,8 @@ def is_allowed_for(uri, get, studies):
     "May a viewer holding tokens for these studies GET this URI?"
     if uri in STATIC_PATHS or uri.startswith(STATIC_PREFIXES):
         return True
+    if uri.endswith('/patient'):
+        return False  # the patient lists the IDs of its other studies
     for pattern, kind in _RESOURCE_ROUTES:
         match = pattern.match(uri)
         if match:

@@ -134,7 +134,8 @@ class ViewerAccessTestCase(unittest.TestCase):
                 self.assertEqual(client.get(url).status_code, 200, url)
             for url in self.study_urls(self.study_b) + [
                     '/studies', '/patients', '/changes', '/dicom-web/studies',
-                    '/tools/find', '/app/explorer.html', '/statistics']:
+                    '/tools/find', '/app/explorer.html', '/statistics',
+                    '/studies/%s/patient' % self.study_a['id']]:
                 self.assertEqual(client.get(url).status_code, 403, url)
             viewer_page = client.get('/web-viewer/app/viewer.html')
             self.assertEqual(viewer_page.status_code, 200)

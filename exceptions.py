@@ -30,3 +30,7 @@ class ServerURLError(ValidationError):
 
 class ViewerAccessError(UserError):
     "A viewer cannot be opened without the PACS password."
+
+
+class ViewerSecretError(ValidationError):
+    "The viewer secret of a server is unusable."

@@ -16,7 +16,7 @@ from trytond.pyson import Eval
 from trytond.transaction import Transaction, without_check_access
 
 from . import links, orthanc
-from .exceptions import ViewerAccessError
+from .exceptions import ViewerAccessError, ViewerSecretError
 from .orthanc_side import viewer_token
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,23 @@ class ServerConfig(metaclass=PoolMeta):
     @staticmethod
     def default_anonymous_access():
         return False
+
+    @classmethod
+    def validate_fields(cls, servers, field_names):
+        super().validate_fields(servers, field_names)
+        if 'viewer_secret' in field_names:
+            cls.check_viewer_secret(servers)
+
+    @classmethod
+    def check_viewer_secret(cls, servers):
+        "The script refuses to start with a shorter secret."
+        for server in servers:
+            secret = server.viewer_secret
+            if secret and len(secret) < viewer_token.MIN_SECRET_LENGTH:
+                raise ViewerSecretError(gettext(
+                        'health_orthanc.msg_viewer_secret_short',
+                        server=server.label,
+                        length=viewer_token.MIN_SECRET_LENGTH))
 
     @classmethod
     def write(cls, *args):

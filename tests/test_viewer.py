@@ -70,6 +70,11 @@ class ViewerTestCase(unittest.TestCase):
         self.assertFalse(server.viewer_tokens)
         self.assertIn('secret differs', server.check_message)
 
+        from ..exceptions import ViewerSecretError
+        with self.assertRaises(ViewerSecretError) as context:
+            Server.write([server], {'viewer_secret': 'too short'})
+        self.assertNotIn('too short', str(context.exception))
+
         Server.write([server], {'viewer_secret': None})
         Server.check_connection([server])
         self.assertFalse(server.viewer_tokens)

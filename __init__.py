@@ -3,7 +3,7 @@ from trytond.pool import Pool
 
 from . import (
     clinical, imaging, ir, legacy, problems, roles, server, study, sync,
-    upload)
+    upload, viewer, viewer_log)
 
 
 def register():
@@ -43,6 +43,11 @@ def register():
         roles.Instance,
         roles.Server,
         roles.ModelLog,
+        viewer_log.ViewerAccess,
+        viewer.ServerConfig,
+        viewer.Study,
+        viewer.Series,
+        viewer.Patient,
         module='health_orthanc', type_='model')
     Pool.register(
         server.ConnectNewOrthancServer,

@@ -30,3 +30,11 @@ class ImagingLinkError(UserError):
 
 class ServerURLError(ValidationError):
     "A server URL is not a valid http(s) URL."
+
+
+class ViewerAccessError(UserError):
+    "A viewer cannot be opened without the PACS password."
+
+
+class ViewerSecretError(ValidationError):
+    "The viewer secret of a server is unusable."

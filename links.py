@@ -61,3 +61,9 @@ def stone(base, study_uid, series_uid=None):
 def web_viewer(base, series_id):
     "Orthanc Web Viewer plugin, which opens one series by its Orthanc ID."
     return _join(base, '/web-viewer/app/viewer.html', series=series_id)
+
+
+def viewer_open(base, token):
+    "The viewer-access script's opening route, carrying a viewer token."
+    from .orthanc_side.viewer_token import OPEN_ROUTE
+    return _join(base, OPEN_ROUTE, token=token)

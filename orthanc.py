@@ -781,6 +781,23 @@ class OrthancClient:
             return False
         return True
 
+    # -- viewer access (orthanc_side/viewer_access.py) --
+
+    def viewer_access_proof(self, route, challenge):
+        """The viewer-access script's proof of its secret for challenge;
+        None when this Orthanc does not run the script."""
+        try:
+            status = self._json(self._api.get, self.url + route,
+                params={'challenge': challenge}, expect=dict)
+        except NotFound:
+            return None
+        return str(status.get('Proof') or '') or None
+
+    def answers_anonymously(self):
+        "True when Orthanc serves its REST API to a request without login."
+        response = self._send(self._api.get, self.url + '/system', auth=None)
+        return response.status_code == 200
+
 
 def _describe(exc):
     "A short text for a transport exception, without any URL user-info."

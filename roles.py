@@ -201,7 +201,8 @@ class Server(SystemWritten, metaclass=PoolMeta):
     Every change to its settings is in the model log."""
     __name__ = SERVER
     _people_fields = frozenset({'label', 'domain', 'proxy_domain', 'user',
-            'password', 'verify_tls', 'ca_bundle', 'timeout'})
+            'password', 'verify_tls', 'ca_bundle', 'timeout',
+            'viewer_secret', 'viewer_token_lifetime'})
     _people_create = True
 
     @classmethod

@@ -22,12 +22,15 @@ setup(
     packages=[
         'trytond.modules.%s' % MODULE,
         'trytond.modules.%s.tests' % MODULE,
+        # Also copied to the Orthanc host (viewer-access script).
+        'trytond.modules.%s.orthanc_side' % MODULE,
         ],
     package_data={
         'trytond.modules.%s' % MODULE: [
             'tryton.cfg', '*.xml', 'view/*.xml', 'security/*.xml',
             'locale/*.po', 'icons/*.svg', 'custom.js'],
-        'trytond.modules.%s.tests' % MODULE: ['*.rst'],
+        'trytond.modules.%s.tests' % MODULE: ['*.rst', 'browser/*.mjs'],
+        'trytond.modules.%s.orthanc_side' % MODULE: ['*.json'],
         },
     install_requires=[
         'trytond>=7.0,<7.1',

@@ -278,6 +278,41 @@ def run(workdir, results):
     print('Screenshot of the result form: %s' % screenshot)
 
 
+# Shared with tests/browser_viewer_run.py.
+def keep_logs(stack, prefix, orthanc, admin_log, trytond_log):
+    "Copy the logs to the artifacts after a failure; show trytond's end."
+    for log in (admin_log, trytond_log,
+            orthanc.log_path if orthanc and orthanc.workdir else None):
+        if log and os.path.exists(log):
+            shutil.copy(log, os.path.join(ARTIFACTS,
+                    prefix + os.path.basename(log)))
+    print(stack.tail(trytond_log, 40), file=sys.stderr)
+
+
+def main_of(run, label, workdir_prefix):
+    "Run run(workdir) in a temporary folder; the exit code of the test."
+    keep = os.environ.get('KEEP')
+    workdir = tempfile.mkdtemp(prefix=workdir_prefix)
+    try:
+        run(workdir)
+    except Skip as exc:
+        print('%s: cannot run: %s' % (label, exc), file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not isinstance(exc, AssertionError):
+            traceback.print_exc()
+        print('%s FAILED: %s (artifacts in %s)'
+            % (label, exc, ARTIFACTS), file=sys.stderr)
+        return 1
+    finally:
+        if keep:
+            print('kept %s' % workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print('%s passed' % label)
+    return 0
+
+
 def main():
     keep = os.environ.get('KEEP')
     workdir = tempfile.mkdtemp(prefix='health-orthanc-browser-')

@@ -31,7 +31,11 @@ PLUGIN_FILES = {
     'webviewer': 'libOrthancWebViewer.so',
     'worklists': 'libModalityWorklists.so',
     'servefolders': 'libServeFolders.so',
+    'python': 'libOrthancPython.so',
 }
+# The module's Orthanc-side script (Debian's orthanc-python runs it).
+VIEWER_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(
+            os.path.realpath(__file__))), 'orthanc_side', 'viewer_access.py')
 START_TIMEOUT = 30
 
 # Orthanc 1.10 answers 403 Forbidden when this filter returns false.
@@ -71,8 +75,13 @@ class OrthancServer:
 
     def __init__(self, *, user='orthanc', password=None,
             plugins=('dicomweb', 'webviewer'), readonly_delete=False,
-            workdir=None, keep=False, name='health_orthanc tests', lua=None):
+            workdir=None, keep=False, name='health_orthanc tests', lua=None,
+            viewer_secret=None, viewer_script=VIEWER_SCRIPT):
         self.user = user
+        # With a secret, Orthanc runs the viewer-access script as the README
+        # configures it: no built-in authentication, the script decides.
+        self.viewer_secret = viewer_secret
+        self.viewer_script = viewer_script
         self.password = password or secrets.token_urlsafe(12)
         self.plugins = tuple(plugins)
         self.readonly_delete = readonly_delete
@@ -149,7 +158,8 @@ class OrthancServer:
             'DicomServerEnabled': False,
             'DicomPort': self.dicom_port,
             'Plugins': [os.path.join(PLUGINS_DIR, PLUGIN_FILES[p])
-                for p in self.plugins],
+                for p in self.plugins + (
+                    ('python',) if self.viewer_secret else ())],
             'StableAge': 2,
             'HttpTimeout': 10,
             'KeepAlive': True,
@@ -160,6 +170,12 @@ class OrthancServer:
             'StorageCompression': False,
             'WebViewer': {'CachePath': os.path.join(self.workdir, 'wvcache')},
         }
+        if self.viewer_secret:
+            config.update({
+                    'AuthenticationEnabled': False,
+                    'PythonScript': self.viewer_script,
+                    'HealthOrthanc': {'ViewerSecret': self.viewer_secret},
+                    })
         scripts = []
         if self.readonly_delete:
             scripts.append(('readonly_delete.lua', READONLY_DELETE_LUA))

@@ -137,11 +137,14 @@ def count(summary, returncode):
     return passed, failed
 
 
-def run_browser():
-    script = os.path.join(ROOT, 'tests', 'browser_run.py')
-    if not os.path.exists(script):
-        return 0, 0
-    print('==== browser: %s' % script, flush=True)
+# Each browser test counts as one test.
+BROWSER_TESTS = ['browser_run.py', 'browser_viewer_run.py']
+
+
+def run_browser_script(script):
+    """(passed, failed) of one browser script: from its own line
+    `browser: N passed, N failed` when it prints one, else one test
+    judged by its exit code."""
     process = subprocess.Popen([sys.executable, script], cwd=BUILD,
         text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     summary = None
@@ -151,11 +154,24 @@ def run_browser():
         if found:
             summary = int(found.group(1)), int(found.group(2))
     process.wait()
-    if summary is None:  # it could not run at all
-        return (0, 1)
+    if summary is None:
+        return (1, 0) if process.returncode == 0 else (0, 1)
     passed, failed = summary
     if process.returncode and not failed:
         failed = 1
+    return passed, failed
+
+
+def run_browser():
+    passed = failed = 0
+    for name in BROWSER_TESTS:
+        script = os.path.join(ROOT, 'tests', name)
+        if not os.path.exists(script):
+            continue
+        print('==== browser: %s' % script, flush=True)
+        script_passed, script_failed = run_browser_script(script)
+        passed += script_passed
+        failed += script_failed
     return passed, failed
 
 

@@ -173,9 +173,11 @@ class ProblemStudy(metaclass=PoolMeta):
         'get_sync_problem', searcher='search_sync_problem')
 
     @classmethod
-    def _problem_query(cls):
+    def _problem_query(cls, study=None):
+        "Ids of the studies with an open problem (of study, a table)."
         Problem = Pool().get('gnuhealth.imaging_orthanc.sync_problem')
-        study, problem = cls.__table__(), Problem.__table__()
+        study = study or cls.__table__()
+        problem = Problem.__table__()
         return study.join(problem, condition=(problem.server == study.server)
             & (problem.orthanc_id == study.orthanc_UID)
             ).select(study.id)
@@ -183,8 +185,8 @@ class ProblemStudy(metaclass=PoolMeta):
     @classmethod
     def get_sync_problem(cls, studies, name):
         cursor = Transaction().connection.cursor()
-        query = cls._problem_query()
-        study = query.from_.left
+        study = cls.__table__()
+        query = cls._problem_query(study)
         result = {s.id: False for s in studies}
         for sub_ids in grouped_slice(list(result)):
             query.where = study.id.in_(list(sub_ids))

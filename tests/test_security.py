@@ -64,7 +64,7 @@ PEOPLE_FIELDS = {
 # Server fields imaging administrators set; the others are its status.
 SERVER_SETTINGS = {'label', 'domain', 'proxy_domain', 'user', 'password',
     'verify_tls', 'ca_bundle', 'timeout',
-    # Viewer links (tests/test_viewer_rpc.py writes them as each role).
+    # Viewer links: admin settings (tests/test_viewer_rpc.py: who reads).
     'viewer_secret', 'viewer_token_lifetime'}
 # Written by trytond itself on every write.
 TRYTON_FIELDS = {'id', 'create_uid', 'create_date', 'write_uid',

@@ -20,6 +20,7 @@ import os
 import sys
 import traceback
 import webbrowser
+from xml.etree import ElementTree
 
 import gi
 gi.require_version('Gdk', '3.0')
@@ -31,8 +32,6 @@ UPLOAD_WIZARD = 'gnuhealth.imaging_orthanc.upload_image_data'
 # Wizards whose first state acts (a transition), with no screen to open.
 ACTING_WIZARDS = {'gnuhealth.imaging_orthanc.series_instances.attach'}
 SETTLE_MS = 1200
-# The tabs the module adds to GNU Health's forms (patient, imaging result).
-MODULE_TABS = {'Imaging', 'Orthanc', 'Orthanc Studies', 'Studies', 'Images'}
 
 RESULT = {'steps': [], 'errors': []}
 
@@ -117,6 +116,12 @@ def label_text(widget):
     if isinstance(widget, Gtk.Container):
         return ' '.join(label_text(c) for c in widget.get_children())
     return ''
+
+
+def added_tabs(arch):
+    "The labels of the tabs an inherited view adds to its form."
+    return {page.get('string') for page in ElementTree.fromstring(
+            arch).iter('page') if page.get('string')}
 
 
 def show_tab(widget, names):
@@ -287,7 +292,7 @@ class Walk:
         "Every list and form view of the module, in its own window."
         for view_id, fs_id in module_ids('ir.ui.view'):
             view, = rpc('ir.ui.view', 'read', [view_id],
-                ['model', 'type', 'inherit'])
+                ['model', 'type', 'inherit', 'arch'])
             top = view
             while top.get('inherit'):
                 top, = rpc('ir.ui.view', 'read', [top['inherit']],
@@ -311,7 +316,7 @@ class Walk:
             if kind == 'form':
                 self.click_urls(name)
             if view.get('inherit') and show_tab(self.main.notebook,
-                    MODULE_TABS):
+                    added_tabs(view['arch'])):
                 self.step(name + '-tab')
                 yield
                 screenshot(name + '-tab')

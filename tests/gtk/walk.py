@@ -38,7 +38,7 @@ RESULT = {'steps': [], 'errors': []}
 
 def record_error(kind, text):
     RESULT['errors'].append({'step': current_step(), 'kind': kind,
-            'text': str(text)[:4000]})
+            'text': str(text)[-4000:]})  # a traceback's end says what
     print('GTK WALK ERROR [%s] %s: %s' % (current_step(), kind, text),
         file=sys.stderr, flush=True)
 

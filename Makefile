@@ -14,15 +14,16 @@ export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 include $(ROOT)/web.mk
+include $(ROOT)/gtk.mk
 
 .PHONY: help deps apt venv old-venv postgres test test-sqlite test-postgresql demo bench clean
 
 help:
 	@echo "make demo   Orthanc + GNU Health demo database + trytond with the web client"
-	@echo "make test   the whole suite (SQLite, PostgreSQL, browser)"
+	@echo "make test   the whole suite (SQLite, PostgreSQL, browser, GTK client)"
 	@echo "make bench  the benchmarks in benchmarks/"
 
-deps: apt venv old-venv sao browser-deps
+deps: apt venv old-venv sao browser-deps gtk-deps
 
 # The released health_orthanc versions (PyPI) that hospitals may upgrade
 # from, one virtual environment each, for the in-place upgrade test only.

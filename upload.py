@@ -144,7 +144,9 @@ class UploadImageDataStart(ModelView):
     data_to_upload = fields.Binary('Files', filename='file_names',
         help="DICOM files, or ZIP archives of DICOM files; several files "
         "can be chosen at once")
-    file_names = fields.Char('File names',
+    # strip=False: the GTK client's binary_dicom widget writes the total
+    # length (an integer) here, which a stripping Char field cannot take.
+    file_names = fields.Char('File names', strip=False,
         help="Names of the chosen files, one per line")
     server = fields.Many2One(SERVER_MODEL, 'Orthanc server', required=True,
         help="The Orthanc server that stores the files")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Run the whole suite: Python tests on SQLite then PostgreSQL, then the
-browser test; print one closing line `N passed, N failed`.
+browser test and the GTK client test; print one closing line
+`N passed, N failed`.
 
 Activated test databases are cached (trytond's DB_CACHE) in build/ for
 SQLite and as template databases on PostgreSQL, so GNU Health is activated
@@ -175,9 +176,23 @@ def run_browser():
     return passed, failed
 
 
+def run_gtk():
+    """The GNU Health GTK client opens every screen (tests/gtk_run.py):
+    one test; exit 2 means this machine cannot run it (reason printed),
+    counted as skipped, not passed."""
+    script = os.path.join(ROOT, 'tests', 'gtk_run.py')
+    print('==== gtk: %s' % script, flush=True)
+    code = subprocess.run([sys.executable, script], cwd=BUILD).returncode
+    if code == 2:
+        print('gtk: SKIPPED (reason above)', flush=True)
+        return 0, 0
+    return (1, 0) if code == 0 else (0, 1)
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument('--only', choices=['sqlite', 'postgresql', 'browser'])
+    parser.add_argument('--only',
+        choices=['sqlite', 'postgresql', 'browser', 'gtk'])
     parser.add_argument('pytest_args', nargs='*')
     args = parser.parse_args()
     os.makedirs(BUILD, exist_ok=True)
@@ -191,6 +206,8 @@ def main():
                 results[name] = run_pytest(name, env, args.pytest_args)
     if args.only in (None, 'browser'):
         results['browser'] = run_browser()
+    if args.only in (None, 'gtk'):
+        results['gtk'] = run_gtk()
     for name, (passed, failed) in results.items():
         print('%s: %d passed, %d failed' % (name, passed, failed))
     passed = sum(p for p, _ in results.values())

@@ -11,12 +11,15 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+import traceback
 import urllib.error
 import urllib.request
 
@@ -346,5 +349,47 @@ def new_password():
     return secrets.token_urlsafe(9)
 
 
+def throwaway_database(workdir, name, log):
+    """A new SQLite database name with health_orthanc in workdir and the
+    trytond.conf serving it on a free port: (conf, port, admin password)."""
+    port = free_port()
+    conf = write_trytond_conf(os.path.join(workdir, 'trytond.conf'),
+        data_dir=workdir, listen='127.0.0.1:%d' % port)
+    password = new_password()
+    print('Creating database %s (health_orthanc activated)...' % name,
+        flush=True)
+    create_database(conf, workdir, name, password, log=log)
+    return conf, port, password
+
+
+class Skip(Exception):
+    "A test script's prerequisite is missing: a clear message, exit 2."
+
+
+def script_main(name, run, artifacts):
+    """The main() of a test script: run(workdir) in a temporary folder
+    (kept with KEEP=1); exit 0 passed, 1 failed, 2 Skip (cannot run)."""
+    keep = os.environ.get('KEEP')
+    workdir = tempfile.mkdtemp(prefix='health-orthanc-%s-' % name)
+    try:
+        run(workdir)
+    except Skip as exc:
+        print('%s test: cannot run: %s' % (name, exc), file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not isinstance(exc, AssertionError):
+            traceback.print_exc()
+        print('%s test FAILED: %s (artifacts in %s)'
+            % (name, exc, artifacts), file=sys.stderr)
+        return 1
+    finally:
+        if keep:
+            print('kept %s' % workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print('%s test passed' % name)
+    return 0
+
+
 __all__ += ['orthanc_server', 'read_json', 'write_json', 'new_password',
-    'sqlite_file', 'tail']
+    'sqlite_file', 'tail', 'throwaway_database', 'Skip', 'script_main']

@@ -29,9 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -39,10 +37,6 @@ ARTIFACTS = os.path.join(ROOT, 'build', 'test-artifacts')
 DATABASE = 'browser_upload'
 STUDY_DESCRIPTION = 'BROWSER UPLOAD'
 SERVER_LABEL = 'Browser PACS'
-
-
-class Skip(Exception):
-    "A prerequisite is missing: a clear message, non-zero exit."
 
 
 def check_prerequisites(stack):
@@ -68,7 +62,7 @@ def check_prerequisites(stack):
         if not os.access(os.path.join(stack.BIN, name), os.X_OK):
             problems.append('%s is not in %s' % (name, stack.BIN))
     if problems:
-        raise Skip('; '.join(problems))
+        raise stack.Skip('; '.join(problems))
     return node
 
 
@@ -264,78 +258,25 @@ def run(workdir, results):
         if failures:
             raise AssertionError('; '.join(failures))
     except BaseException:
-        for log in (admin_log, trytond_log,
-                orthanc.log_path if orthanc and orthanc.workdir else None):
-            if log and os.path.exists(log):
-                shutil.copy(log, os.path.join(ARTIFACTS,
-                        'browser-upload-' + os.path.basename(log)))
-        print(stack.tail(trytond_log, 40), file=sys.stderr)
+        stack.keep_logs(ARTIFACTS, 'browser-upload-', [admin_log, trytond_log],
+            orthanc, tail_of=trytond_log)
         raise
     finally:
-        stack.stop_process(trytond)
-        if orthanc is not None:
-            orthanc.stop()
+        stack.stop_servers(orthanc, trytond)
     print('Screenshot of the result form: %s' % screenshot)
 
 
-# Shared with tests/browser_viewer_run.py.
-def keep_logs(stack, prefix, orthanc, admin_log, trytond_log):
-    "Copy the logs to the artifacts after a failure; show trytond's end."
-    for log in (admin_log, trytond_log,
-            orthanc.log_path if orthanc and orthanc.workdir else None):
-        if log and os.path.exists(log):
-            shutil.copy(log, os.path.join(ARTIFACTS,
-                    prefix + os.path.basename(log)))
-    print(stack.tail(trytond_log, 40), file=sys.stderr)
-
-
-def main_of(run, label, workdir_prefix):
-    "Run run(workdir) in a temporary folder; the exit code of the test."
-    keep = os.environ.get('KEEP')
-    workdir = tempfile.mkdtemp(prefix=workdir_prefix)
-    try:
-        run(workdir)
-    except Skip as exc:
-        print('%s: cannot run: %s' % (label, exc), file=sys.stderr)
-        return 2
-    except Exception as exc:
-        if not isinstance(exc, AssertionError):
-            traceback.print_exc()
-        print('%s FAILED: %s (artifacts in %s)'
-            % (label, exc, ARTIFACTS), file=sys.stderr)
-        return 1
-    finally:
-        if keep:
-            print('kept %s' % workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print('%s passed' % label)
-    return 0
-
-
 def main():
-    keep = os.environ.get('KEEP')
-    workdir = tempfile.mkdtemp(prefix='health-orthanc-browser-')
+    from trytond.modules.health_orthanc.tests import stack
     results = {'upload': False, 'walk': False}
     try:
-        run(workdir, results)
-    except Skip as exc:
-        print('browser test: cannot run: %s' % exc, file=sys.stderr)
-        return 2
-    except Exception as exc:
-        if not isinstance(exc, AssertionError):
-            traceback.print_exc()
-        print('browser test FAILED: %s (artifacts in %s)'
-            % (exc, ARTIFACTS), file=sys.stderr)
+        code = stack.main('browser', lambda workdir: run(workdir, results),
+            ARTIFACTS)
     finally:
-        if keep:
-            print('kept %s' % workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
         passed = sum(results.values())
         print('browser: %d passed, %d failed'
             % (passed, len(results) - passed), flush=True)
-    return 0 if all(results.values()) else 1
+    return code or (0 if all(results.values()) else 1)
 
 
 if __name__ == '__main__':

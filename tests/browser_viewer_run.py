@@ -23,8 +23,7 @@ import subprocess
 import sys
 import time
 
-from browser_run import (
-    ARTIFACTS, HERE, ROOT, check_prerequisites, keep_logs, main_of)
+from browser_run import ARTIFACTS, HERE, ROOT, check_prerequisites
 
 DATABASE = 'browser_viewer'
 STUDY_DESCRIPTION = 'BROWSER VIEWER'
@@ -146,19 +145,17 @@ def run(workdir):
         if (DOCTOR, 'webviewer', STUDY_DESCRIPTION) not in logged:
             raise AssertionError('the opening is not in the access log')
     except BaseException:
-        keep_logs(stack, ARTIFACT_PREFIX + '-', orthanc, admin_log,
-            trytond_log)
+        stack.keep_logs(ARTIFACTS, ARTIFACT_PREFIX + '-',
+            [admin_log, trytond_log], orthanc, tail_of=trytond_log)
         raise
     finally:
-        stack.stop_process(trytond)
-        if orthanc is not None:
-            orthanc.stop()
+        stack.stop_servers(orthanc, trytond)
     print('Screenshot of the viewer: %s' % screenshot)
 
 
 def main():
-    return main_of(run, 'viewer browser test',
-        'health-orthanc-browser-viewer-')
+    from trytond.modules.health_orthanc.tests import stack
+    return stack.main('viewer browser', run, ARTIFACTS)
 
 
 if __name__ == '__main__':

@@ -172,17 +172,11 @@ def run(workdir):
         check(result, code, client_stderr_problems(logs['client']),
             files, trytond_log=logs['trytond'])
     except BaseException:
-        for log in [*logs.values(), result_path,
-                orthanc.log_path if orthanc and orthanc.workdir else None]:
-            if log and os.path.exists(log):
-                shutil.copy(log, os.path.join(ARTIFACTS,
-                        'gtk-' + os.path.basename(log)))
+        stack.keep_logs(ARTIFACTS, 'gtk-', [*logs.values(), result_path],
+            orthanc)
         raise
     finally:
-        stack.stop_process(xvfb)
-        stack.stop_process(trytond)
-        if orthanc is not None:
-            orthanc.stop()
+        stack.stop_servers(orthanc, xvfb, trytond)
 
 
 def url_problems(url_widgets):
@@ -246,7 +240,7 @@ def check(result, code, printed, files, trytond_log):
 
 def main():
     from trytond.modules.health_orthanc.tests import stack
-    return stack.script_main('gtk', run, ARTIFACTS)
+    return stack.main('gtk', run, ARTIFACTS)
 
 
 if __name__ == '__main__':

@@ -265,6 +265,14 @@ def stop_process(process, timeout=10):
         process.wait(timeout)
 
 
+def stop_servers(orthanc, *processes):
+    "Stop the processes by PID, then Orthanc; None stands for not started."
+    for process in processes:
+        stop_process(process)
+    if orthanc is not None:
+        orthanc.stop()
+
+
 # --- in-process proteus (setup scripts) -----------------------------------
 
 def proteus_connect(conf, name):
@@ -366,11 +374,25 @@ class Skip(Exception):
     "A test script's prerequisite is missing: a clear message, exit 2."
 
 
-def script_main(name, run, artifacts):
+def keep_logs(artifacts, prefix, paths, orthanc=None, tail_of=None):
+    """After a failure: copy the files of paths that exist (and Orthanc's
+    log) to artifacts as prefix + name; print the end of tail_of."""
+    if orthanc is not None and orthanc.workdir:
+        paths = [*paths, orthanc.log_path]
+    for path in paths:
+        if path and os.path.exists(path):
+            shutil.copy(path, os.path.join(artifacts,
+                    prefix + os.path.basename(path)))
+    if tail_of:
+        print(tail(tail_of, 40), file=sys.stderr)
+
+
+def main(name, run, artifacts):
     """The main() of a test script: run(workdir) in a temporary folder
     (kept with KEEP=1); exit 0 passed, 1 failed, 2 Skip (cannot run)."""
     keep = os.environ.get('KEEP')
-    workdir = tempfile.mkdtemp(prefix='health-orthanc-%s-' % name)
+    workdir = tempfile.mkdtemp(
+        prefix='health-orthanc-%s-' % name.replace(' ', '-'))
     try:
         run(workdir)
     except Skip as exc:
@@ -392,4 +414,5 @@ def script_main(name, run, artifacts):
 
 
 __all__ += ['orthanc_server', 'read_json', 'write_json', 'new_password',
-    'sqlite_file', 'tail', 'throwaway_database', 'Skip', 'script_main']
+    'sqlite_file', 'tail', 'throwaway_database', 'Skip', 'keep_logs', 'main',
+    'stop_servers']

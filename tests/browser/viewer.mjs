@@ -15,7 +15,7 @@
 // Exit code 0 when every step passed, 1 with a message otherwise.
 import path from 'node:path';
 
-import {Failure, launch, loginSao, reportFailure, reporter} from './viewer_lib.mjs';
+import {Failure, check, launch, log, login, reportFailure} from './lib.mjs';
 
 const env = name => process.env[name] || '';
 const CONFIG = {
@@ -27,7 +27,6 @@ const ORTHANC_URL = env('ORTHANC_URL').replace(/\/$/, '');
 const SCREENSHOT = path.resolve(env('SCREENSHOT') || 'viewer.png');
 const TIMEOUT = Number(env('TIMEOUT') || 30000);
 const shot = suffix => SCREENSHOT.replace(/(\.png)?$/i, `${suffix}.png`);
-const {log, check, stepNumber} = reporter();
 
 // GNU Health shows "Medical Imaging" to its imaging administrators only:
 // a doctor reaches a study from a link (or the patient), here its URL.
@@ -97,9 +96,8 @@ async function main() {
     });
     let viewer = null;
     try {
-        await loginSao(page, {url: env('TRYTON_URL'), db: env('TRYTON_DB'),
-            login: env('TRYTON_LOGIN'), password: env('TRYTON_PASSWORD')},
-        {log, check});
+        await login(page, {url: env('TRYTON_URL'), db: env('TRYTON_DB'),
+            user: env('TRYTON_LOGIN'), password: env('TRYTON_PASSWORD')});
         const button = await openStudy(page);
         log('click "Open in Orthanc Web Viewer"');
         const opened = context.waitForEvent('page');
@@ -128,9 +126,11 @@ async function main() {
         }
         console.log('viewer.mjs: all steps passed');
     } catch (error) {
-        await reportFailure(error, {step: stepNumber(), page, errors,
-            shotPage: viewer, failurePath: shot('-failure'),
-            extra: [`Orthanc answers: ${JSON.stringify(answers)}`]});
+        await reportFailure(page, error, errors);
+        console.error(`Orthanc answers: ${JSON.stringify(answers)}`);
+        await (viewer || page).screenshot({path: shot('-failure')}).then(
+            () => console.error(`screenshot ${shot('-failure')}`), () => {});
+        process.exitCode = 1;
     } finally {
         await browser.close();
     }

@@ -1127,7 +1127,11 @@ class _SyncWizard(Wizard):
         servers = list(self.start.servers) or Server.search([])
         if config.getboolean('queue', 'worker', default=False):
             # A worker runs it: the client does not wait for a large sync.
-            Server.__queue__.synchronize(servers, self.kind)
+            # A queued run ends its task whatever happens: a busy server is
+            # skipped with a note, a failure is recorded on the server form
+            # (raising would leave the task in the queue for ever).
+            Server.__queue__.synchronize(servers, self.kind,
+                raise_errors=False)
             self.result.message = gettext('health_orthanc.msg_sync_queued')
         else:
             stats = Server.synchronize(servers, self.kind)

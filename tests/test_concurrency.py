@@ -13,6 +13,7 @@ from trytond.tests.test_tryton import DB_NAME, db_exist, drop_db
 from . import dicom_factory as dicom
 from . import tools
 from .orthanc_server import OrthancServer, upload_files
+from .test_sync_safety import close_pooled_connections
 
 SYNC_IN_ANOTHER_PROCESS = '''
 import sys
@@ -50,6 +51,7 @@ class ConcurrentSyncTestCase(unittest.TestCase):
         for n in range(30):
             upload_files(cls.orthanc, dicom.study(n_series=2, n_instances=8,
                     patient_id='RACE-%s' % n, study_uid=dicom.uid()))
+        close_pooled_connections()
         activate_modules('health_orthanc')
         cls.server = tools.register_server(cls.orthanc)
         cls.Study = Model.get('gnuhealth.imaging_orthanc.study')

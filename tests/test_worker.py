@@ -63,7 +63,7 @@ with Transaction().start(DB, 0) as transaction:
     Server = pool.get('gnuhealth.orthanc.config')
     servers = Server.search([])
     for kind in ['full', 'full', 'incremental', 'full']:
-        Server.__queue__.synchronize(servers, kind)
+        Server.__queue__.synchronize(servers, kind, raise_errors=False)
     transaction.commit()
 '''
 

@@ -119,6 +119,11 @@ class SyncProblem(ModelSQL, ModelView):
     @classmethod
     def note_server(cls, server, reason):
         "A problem of the server itself, e.g. a skipped run."
+        cls.note_servers([server], reason)
+
+    @classmethod
+    def note_servers(cls, servers, reason):
+        "The same note on each server's form, e.g. a queued run."
         now = datetime.datetime.now()
         cls.create([{
                     'server': server.id,
@@ -126,7 +131,7 @@ class SyncProblem(ModelSQL, ModelView):
                     'first_seen': now,
                     'last_seen': now,
                     'attempts': 1,
-                    }])
+                    } for server in servers])
 
     @classmethod
     def clear_server_notes(cls, servers):
@@ -161,7 +166,8 @@ class ProblemServer(metaclass=PoolMeta):
     sync_problems = fields.One2Many('gnuhealth.imaging_orthanc.sync_problem',
         'server', 'Sync problems', readonly=True,
         help="Studies the database refused, retried at each synchronization, "
-        "and synchronizations skipped because another one was running")
+        "synchronizations queued for the worker and not run yet, and "
+        "synchronizations skipped because another one was running")
 
 
 class ProblemStudy(metaclass=PoolMeta):

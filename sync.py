@@ -51,6 +51,11 @@ INTEGER_RANGE = range(-2 ** 31, 2 ** 31)
 SYNC_LOCK_NAMESPACE = zlib.crc32(b'health_orthanc.sync') << 31
 
 
+def queue_worker():
+    "Whether long actions are left to trytond-worker ([queue] worker)."
+    return config.getboolean('queue', 'worker', default=False)
+
+
 def sync_lock_key(server_id):
     "The advisory lock key that a sync of the server holds (PostgreSQL)."
     return SYNC_LOCK_NAMESPACE + server_id
@@ -135,13 +140,43 @@ class SyncServer(metaclass=PoolMeta):
     @ModelView.button
     def sync_changes(cls, servers):
         "Store what changed on Orthanc since each server's cursor."
+        if queue_worker():
+            return cls.queue_sync(servers, 'incremental')
         cls.synchronize(servers, 'incremental')
 
     @classmethod
     @ModelView.button
     def full_sync(cls, servers):
         "Reconcile every study of each server with Orthanc."
+        if queue_worker():
+            return cls.queue_sync(servers, 'full')
         cls.synchronize(servers, 'full')
+
+    @classmethod
+    def queue_sync(cls, servers, kind):
+        """Leave the sync of servers to trytond's worker and say so.
+
+        The note goes on each server's form (the sync that runs clears it);
+        a problem row, not the server's row, so that a running sync, which
+        holds that row, does not make the client wait.
+        """
+        Problem = Pool().get('gnuhealth.imaging_orthanc.sync_problem')
+        cls.__queue__.run_queued_sync(servers, kind)
+        with without_check_access():
+            Problem.note_servers(servers, gettext(
+                    'health_orthanc.msg_sync_queued_note', kind=kind))
+        return 'reload'
+
+    @classmethod
+    def run_queued_sync(cls, servers, kind):
+        """What the worker runs, as the user who queued it.
+
+        A server already being synchronized is skipped with a note on its
+        form and the task ends: the running sync stores the changes, and
+        retrying would only queue up behind it.  A failure is recorded on
+        the form too: the task ends cleanly either way.
+        """
+        cls.synchronize_apart(kind, servers)
 
     @classmethod
     def cron_sync_changes(cls):
@@ -153,13 +188,15 @@ class SyncServer(metaclass=PoolMeta):
 
     @classmethod
     @without_check_access
-    def synchronize_apart(cls, kind):
-        """Sync every server in a transaction of its own.
+    def synchronize_apart(cls, kind, servers=None):
+        """Sync each server (all when None) in a transaction of its own.
 
         A server that fails, whatever the reason, rolls back no other one;
         its failure is recorded on its form.
         """
-        for server_id in [s.id for s in cls.search([])]:
+        if servers is None:
+            servers = cls.search([])
+        for server_id in [s.id for s in servers]:
             with Transaction().new_transaction() as transaction:
                 try:
                     cls.synchronize([server_id], kind, raise_errors=False)
@@ -1125,13 +1162,9 @@ class _SyncWizard(Wizard):
     def transition_sync(self):
         Server = Pool().get('gnuhealth.orthanc.config')
         servers = list(self.start.servers) or Server.search([])
-        if config.getboolean('queue', 'worker', default=False):
+        if queue_worker():
             # A worker runs it: the client does not wait for a large sync.
-            # A queued run ends its task whatever happens: a busy server is
-            # skipped with a note, a failure is recorded on the server form
-            # (raising would leave the task in the queue for ever).
-            Server.__queue__.synchronize(servers, self.kind,
-                raise_errors=False)
+            Server.queue_sync(servers, self.kind)
             self.result.message = gettext('health_orthanc.msg_sync_queued')
         else:
             stats = Server.synchronize(servers, self.kind)

@@ -24,7 +24,7 @@ from trytond.wizard import Button, StateTransition, StateView, Wizard
 from . import limits, orthanc, upload_frames
 from .exceptions import OrthancUploadError
 from .server import DEFAULT_TIMEOUT, describe_error
-from .sync import LINK_REVIEW_CLEARED
+from .sync import LINK_REVIEW_CLEARED, queue_worker
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class UploadReport:
     studies: list = field(default_factory=list)  # study records
     new_studies: int = 0
     sync_error: str = None
+    sync_queued: bool = False
 
     def _count(self, status):
         return sum(1 for f in self.files if f.status == status)
@@ -287,8 +288,14 @@ class UploadImageData(Wizard):
                         ('orthanc_UID', 'in', ids),
                         ])
         before = {s.orthanc_UID for s in stored()}
-        # The incremental sync also stores what others sent meanwhile.
-        Server.synchronize([server], 'incremental', raise_errors=False)
+        # The incremental sync also stores what others sent meanwhile: the
+        # worker runs it when there is one; the uploaded studies are read
+        # below either way, so that they are shown and linked at once.
+        if queue_worker():
+            Server.queue_sync([server], 'incremental')
+            report.sync_queued = True
+        else:
+            Server.synchronize([server], 'incremental', raise_errors=False)
         missing = set(ids) - {s.orthanc_UID for s in stored()}
         if missing:
             # The changes log may have been read before the upload ended
@@ -333,6 +340,8 @@ class UploadImageData(Wizard):
         if report.study_ids:
             lines.append(gettext('health_orthanc.msg_upload_studies',
                     studies=len(report.studies), new=report.new_studies))
+        if report.sync_queued:
+            lines.append(gettext('health_orthanc.msg_upload_sync_queued'))
         if report.sync_error:
             lines.append(gettext('health_orthanc.msg_upload_sync_failed',
                     reason=report.sync_error))

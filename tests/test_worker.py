@@ -63,8 +63,62 @@ with Transaction().start(DB, 0) as transaction:
     Server = pool.get('gnuhealth.orthanc.config')
     servers = Server.search([])
     for kind in ['full', 'full', 'incremental', 'full']:
-        Server.__queue__.synchronize(servers, kind, raise_errors=False)
+        Server.__queue__.run_queued_sync(servers, kind)
     transaction.commit()
+'''
+
+USERS = '''
+with Transaction().start(DB, 0) as transaction:
+    User = pool.get('res.user')
+    Data = pool.get('ir.model.data')
+    User.create([{'name': login, 'login': login, 'groups': [
+                    ('add', [Data.get_id('health_orthanc', group)])]}
+            for login, group in [
+                ('radiographer', 'group_imaging_orthanc'),
+                ('imaging_admin', 'group_imaging_orthanc_admin')]])
+    transaction.commit()
+'''
+
+# Clicks a button of the server form as LOGIN, with the access checks of a
+# client's call (the button's groups, ir.model.button).
+CLICK = '''
+from trytond.model.modelview import AccessButtonError
+with Transaction().start(DB, 0):
+    uid, = [u.id for u in pool.get('res.user').search([('login', '=', LOGIN)])]
+with Transaction().start(DB, uid, context={'_check_access': True}) as transaction:
+    Server = pool.get('gnuhealth.orthanc.config')
+    started = time.monotonic()
+    try:
+        answer = getattr(Server, BUTTON)(Server.search([]))
+    except AccessButtonError:
+        print('REFUSED', uid)
+    else:
+        transaction.commit()
+        print('RETURNED', uid, answer, time.monotonic() - started)
+'''
+
+# The upload wizard's work (upload_and_sync) as LOGIN, access checked.
+UPLOAD = '''
+with Transaction().start(DB, 0):
+    uid, = [u.id for u in pool.get('res.user').search([('login', '=', LOGIN)])]
+from trytond.transaction import TransactionError
+extras, started = {}, time.monotonic()
+while True:  # what trytond's dispatcher does when lock() restarts
+    with Transaction().start(DB, uid, context={'_check_access': True},
+            **extras) as transaction:
+        Upload = pool.get('gnuhealth.imaging_orthanc.upload_image_data',
+            type='wizard')
+        server, = pool.get('gnuhealth.orthanc.config').search([])
+        try:
+            report = Upload.upload_and_sync(server, DATA, ['upload.dcm'])
+        except TransactionError as exc:
+            transaction.rollback()
+            exc.fix(extras)
+            continue
+        transaction.commit()
+        break
+print('UPLOADED', len(report.studies), report.sync_queued,
+    time.monotonic() - started)
 '''
 
 SCHEDULE = '''
@@ -118,6 +172,7 @@ class WorkerTestCase(unittest.TestCase):
         cls.orthanc = OrthancServer().start()
         cls.addClassCleanup(cls.orthanc.stop)
         cls.python(ADD_SERVER)
+        cls.python(USERS)
 
     @staticmethod
     def write_figures():
@@ -142,11 +197,12 @@ class WorkerTestCase(unittest.TestCase):
         server.close()
 
     @classmethod
-    def python(cls, code):
+    def python(cls, code, **values):
         script = ('from trytond.config import config\n'
             'config.update_etc(%r)\nDB = %r\nURL = %r\nUSER = %r\n'
             'PASSWORD = %r\n' % (cls.config, cls.database, cls.orthanc.url,
                 cls.orthanc.user, cls.orthanc.password)
+            + ''.join('%s = %r\n' % item for item in values.items())
             + textwrap.dedent(HEADER) + textwrap.dedent(code))
         process = subprocess.run([sys.executable, '-c', script],
             env=cls.env, capture_output=True, text=True, timeout=WAIT)
@@ -270,3 +326,106 @@ class WorkerTestCase(unittest.TestCase):
                 ('gnuhealth.orthanc.config|cron_sync_changes', True),
                 ])
         FIGURES['trytond-cron --once with the due sync (s)'] = elapsed
+
+    def click(self, login, button):
+        "(user id, answer, seconds) of the click, or (user id,) if refused."
+        words = self.python(CLICK, LOGIN=login, BUTTON=button)[-1].split()
+        if words[0] == 'REFUSED':
+            return (int(words[1]),)
+        return int(words[1]), words[2], float(words[3])
+
+    def user_id(self, login):
+        (user_id,), = self.sql(
+            "SELECT id FROM res_user WHERE login = '%s'" % login)
+        return user_id
+
+    def queued_users(self):
+        "The user of each pending task: the worker runs it as this user."
+        return [json.loads(data)['user'] if isinstance(data, str)
+            else data['user'] for data, in self.sql(
+                'SELECT data FROM ir_queue WHERE finished_at IS NULL '
+                'ORDER BY id')]
+
+    def server_notes(self):
+        return [reason for reason, in self.sql('SELECT reason '
+                'FROM gnuhealth_imaging_orthanc_sync_problem '
+                'WHERE orthanc_id IS NULL ORDER BY id')]
+
+    def test_4_buttons_queue_as_the_user(self):
+        "A radiographer's sync button returns at once; the worker syncs."
+        studies = len(self.studies())
+        upload_files(self.orthanc, dicom.study(n_series=1, n_instances=2,
+                patient_id='W4', accession='W4'))
+        radiographer, answer, returned = self.click(
+            'radiographer', 'sync_changes')
+        self.assertEqual(answer, 'reload')  # the form shows the note
+        # Full sync stays the imaging administrator's: refused, not queued.
+        self.assertEqual(self.click('radiographer', 'full_sync'),
+            (radiographer,))
+        admin, _, returned_full = self.click('imaging_admin', 'full_sync')
+        self.assertEqual(self.queued_users(), [radiographer, admin])
+        self.assertEqual(len(self.studies()), studies)
+        notes = self.server_notes()
+        self.assertEqual(len(notes), 2)
+        self.assertTrue(all('queued' in n for n in notes), notes)
+
+        self.start('trytond-worker', '-n', '1')
+        waited = self.wait_until(lambda: self.pending_tasks() == 0)
+        self.assertEqual(len(self.studies()), studies + 1)
+        # The runs cleared the notes of their queuing and failed nowhere.
+        self.assertEqual(self.server_notes(), [])
+        (error,), = self.sql('SELECT last_sync_error '
+            'FROM gnuhealth_orthanc_config')
+        self.assertIsNone(error)
+        FIGURES['sync button returned, radiographer (s)'] = returned
+        FIGURES['full sync button returned, imaging admin (s)'] = (
+            returned_full)
+        FIGURES['worker ran both queued syncs after its start (s)'] = waited
+
+    def test_5_queued_sync_of_a_busy_server_ends(self):
+        "A queued sync that finds the server busy is skipped with a note."
+        from trytond.modules.health_orthanc.sync import sync_lock_key
+        studies = len(self.studies())
+        upload_files(self.orthanc, dicom.study(n_series=1, n_instances=1,
+                patient_id='W5', accession='W5'))
+        (server_id,), = self.sql('SELECT id FROM gnuhealth_orthanc_config')
+        busy = self.connect()  # another sync's lock, held by this test
+        busy.autocommit = True
+        self.addCleanup(busy.close)
+        with busy.cursor() as cursor:
+            cursor.execute('SELECT pg_advisory_lock(%s)',
+                (sync_lock_key(server_id),))
+        self.click('radiographer', 'sync_changes')
+        self.start('trytond-worker', '-n', '1')
+        self.wait_until(lambda: self.pending_tasks() == 0)
+        self.assertEqual(len(self.studies()), studies)
+        self.assertTrue(any('already being synchronized' in n
+                for n in self.server_notes()), self.server_notes())
+        with busy.cursor() as cursor:
+            cursor.execute('SELECT pg_advisory_unlock(%s)',
+                (sync_lock_key(server_id),))
+        # The next run, not a retry, stores what the skipped one left.
+        self.click('radiographer', 'sync_changes')
+        self.wait_until(lambda: self.pending_tasks() == 0)
+        self.assertEqual(len(self.studies()), studies + 1)
+        self.assertEqual(self.server_notes(), [])
+
+    def test_6_upload_stores_its_studies_and_queues_the_sync(self):
+        "The upload shows its study at once; the rest of the sync is queued."
+        studies = len(self.studies())
+        # Sent by a modality meanwhile: the queued sync stores it.
+        upload_files(self.orthanc, dicom.study(n_series=1, n_instances=1,
+                patient_id='W6A', accession='W6A'))
+        data, = dicom.study(n_series=1, n_instances=1, patient_id='W6',
+            accession='W6')
+        words = self.python(UPLOAD, LOGIN='radiographer', DATA=data
+            )[-1].split()
+        self.assertEqual(words[:3], ['UPLOADED', '1', 'True'])
+        self.assertEqual(len(self.studies()), studies + 1)
+        self.assertEqual(self.queued_users(), [self.user_id('radiographer')])
+        self.start('trytond-worker', '-n', '1')
+        waited = self.wait_until(lambda: self.pending_tasks() == 0)
+        self.assertEqual(len(self.studies()), studies + 2)
+        FIGURES['upload of one file, sync queued, radiographer (s)'] = (
+            float(words[3]))
+        FIGURES['worker ran the upload\'s queued sync (s)'] = waited

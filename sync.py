@@ -28,6 +28,7 @@ from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from . import orthanc, roles
+from .bulk import bulk_create
 from .exceptions import OrthancSyncBusy, OrthancSyncError
 from .server import describe_error
 
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 CHANGES_PAGE = 1000  # Orthanc 1.10 does not cap `limit`: keep pages small
 STUDIES_PAGE = 200
+BULK_PAGE = 1000  # resources per call of a first sync in bulk
 # Changes that can alter what GNU Health mirrors (attachments and metadata
 # updates, patient-level events and jobs do not).
 STUDY_CHANGES = {'NewStudy', 'StableStudy', 'ModifiedStudy'}
@@ -352,6 +354,8 @@ class SyncServer(metaclass=PoolMeta):
         client = self._sync_client()
         start_requests = client.request_count
         seq = max(self.last_changed_index or 0, 0)
+        if not seq and self._mirror_empty():
+            return self._first_sync_in_bulk()
         with self._sync_errors():
             # From the change at the cursor, to check it is still ours.
             page = client.changes_since(max(seq - 1, 0), CHANGES_PAGE)
@@ -474,10 +478,47 @@ class SyncServer(metaclass=PoolMeta):
         return orthanc.StudyTree(study, series, instances)
 
     # --- full -----------------------------------------------------------
+    def _mirror_empty(self):
+        Study = Pool().get('gnuhealth.imaging_orthanc.study')
+        return not Study.search([('server', '=', self.id)], limit=1)
+
+    def _first_sync_in_bulk(self):
+        """Copy the whole archive into an empty mirror with paged /studies,
+        /series and /instances (a few calls per thousand resources instead
+        of two per study); stored by pages of studies, each page isolated
+        as an incremental page is."""
+        Study = Pool().get('gnuhealth.imaging_orthanc.study')
+        Problem = Pool().get('gnuhealth.imaging_orthanc.sync_problem')
+        client = self._sync_client()
+        start_requests = client.request_count
+        stats = SyncStats()
+        with self._sync_errors():
+            # Changes logged while we read are replayed by the next
+            # incremental sync: take the cursor before reading.
+            last = client.last_change()
+            trees = client.all_trees(BULK_PAGE)
+        pages = [list(p) for p in grouped_slice(trees, STUDIES_PAGE)] or [[]]
+        seen = {t.study['ID'] for t in trees}
+        for number, page in enumerate(pages, 1):
+            with self._page():
+                stats.add(Study.store_trees(self, page))
+                if number == len(pages):
+                    # With the last page, as an incremental page does.
+                    Problem.resolve(self,
+                        set(Problem.to_retry(self)) - seen)
+                    self.__class__.write([self], {
+                            'last_changed_index': last,
+                            'last_change_mark': None,
+                            })
+        stats.requests = client.request_count - start_requests
+        return stats
+
     def _full_sync(self):
         pool = Pool()
         Study = pool.get('gnuhealth.imaging_orthanc.study')
         Problem = pool.get('gnuhealth.imaging_orthanc.sync_problem')
+        if self._mirror_empty():
+            return self._first_sync_in_bulk()
         client = self._sync_client()
         start_requests = client.request_count
         stats = SyncStats()
@@ -1025,7 +1066,7 @@ def upsert(Model, existing, values_by_uid, stats=None):
             to_write.extend(([record], changed))
     if to_write:
         Model.write(*to_write)
-    created = Model.create(to_create) if to_create else []
+    created = bulk_create(Model, to_create)
     if stats is not None:
         stats.created += len(created)
         stats.updated += len(to_write) // 2

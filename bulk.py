@@ -27,13 +27,15 @@ from .roles import from_client
 INSERT_ROWS = 500  # rows per INSERT: under SQLite's 32,766 parameters
 
 
-def bulk_create(Model, vlist):
+def bulk_create(Model, vlist, records=True):
     """Create the records of vlist (each with server and orthanc_UID);
-    the records in the order of vlist."""
+    the records in the order of vlist, or their ids if not records
+    (instantiating thousands of records costs as much as inserting them)."""
     if not vlist:
         return []
     if from_client() or not bulk_allowed(Model):
-        return Model.create(vlist)
+        created = Model.create(vlist)
+        return created if records else [r.id for r in created]
     columns = column_fields(Model)
     names = sorted(set().union(*vlist))
     defaults = complete_defaults(Model, names)
@@ -47,8 +49,8 @@ def bulk_create(Model, vlist):
     transaction.create_records[Model.__name__].update(ids.values())
     # Records read before (e.g. a parent's children) may be stale.
     transaction.counter += 1
-    return Model.browse([ids[(v['server'], v['orthanc_UID'])]
-            for v in vlist])
+    created = [ids[(v['server'], v['orthanc_UID'])] for v in vlist]
+    return Model.browse(created) if records else created
 
 
 def bulk_allowed(Model):
@@ -94,14 +96,33 @@ def insert_rows(Model, names, rows):
     transaction = Transaction()
     cursor = transaction.connection.cursor()
     table = Model.__table__()
-    fields = [Model._fields[n] for n in names]
+    formats = [(n, formatter(Model._fields[n])) for n in names]
     columns = [table.create_uid, table.create_date] + [
         Column(table, n) for n in names]
     head = [transaction.user, CurrentTimestamp()]
     for batch in grouped_slice(rows, INSERT_ROWS):
         cursor.execute(*table.insert(columns, [
-                    head + [f.sql_format(r.get(f.name)) for f in fields]
+                    head + [f(r.get(n)) for n, f in formats]
                     for r in batch]))
+
+
+# Values the database takes as they are, by field type (the sync's values
+# are already clean: no surrounding spaces, ids as int).
+PLAIN = {'char': str, 'text': str, 'integer': int, 'many2one': int,
+    'boolean': bool}
+
+
+def formatter(field):
+    """field.sql_format, skipped for the plain values it returns as they
+    are (a third of the insert time of the sync's rows)."""
+    plain = PLAIN.get(field._type)
+
+    def format_(value):
+        if value is None or (type(value) is plain
+                and (plain is not str or value == value.strip())):
+            return value
+        return field.sql_format(value)
+    return format_
 
 
 def ids_by_uid(Model, rows):

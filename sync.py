@@ -728,7 +728,7 @@ class SyncStudy(metaclass=PoolMeta):
                         server, parent, instance)
         existing = Instance.search([
                 ('series', 'in', [s.id for s in series.values()])])
-        _, stale = upsert(Instance, existing, values)
+        _, stale = upsert(Instance, existing, values, records=False)
         Instance.delete(stale)
 
     @classmethod
@@ -1045,13 +1045,14 @@ def count_by(items, key):
     return counts
 
 
-def upsert(Model, existing, values_by_uid, stats=None):
+def upsert(Model, existing, values_by_uid, stats=None, records=True):
     """Create or update records keyed by Orthanc ID.
 
     existing: the stored records that may match (one search by the caller).
     One create and one write call for the whole batch; records whose
     values are unchanged are not written.  Returns the records by Orthanc
-    ID and the existing records that values_by_uid no longer has.
+    ID (the new ones as ids if not records) and the existing records that
+    values_by_uid no longer has.
     """
     by_uid = {r.orthanc_UID: r for r in existing}
     to_create, create_uids, to_write = [], [], []
@@ -1066,7 +1067,7 @@ def upsert(Model, existing, values_by_uid, stats=None):
             to_write.extend(([record], changed))
     if to_write:
         Model.write(*to_write)
-    created = bulk_create(Model, to_create)
+    created = bulk_create(Model, to_create, records)
     if stats is not None:
         stats.created += len(created)
         stats.updated += len(to_write) // 2

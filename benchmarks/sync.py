@@ -470,13 +470,30 @@ def profiled(name, function):
     "function(), under pyinstrument when profiling (slower: not a figure)."
     if not PROFILE:
         return function()
-    from pyinstrument import Profiler
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        return cprofiled(name, function)
     profiler = Profiler(interval=0.005)
     with profiler:
         value = function()
     path = os.path.join(PROFILE['dir'], '%s-%s.txt' % (PROFILE['size'], name))
     with open(path, 'w') as stream:
         stream.write(profiler.output_text(unicode=True, show_all=True))
+    log('   profile of %s: %s' % (name, path))
+    return value
+
+
+def cprofiled(name, function):
+    "function() under cProfile (pyinstrument not installed)."
+    import cProfile
+    import pstats
+    profiler = cProfile.Profile()
+    value = profiler.runcall(function)
+    path = os.path.join(PROFILE['dir'], '%s-%s.txt' % (PROFILE['size'], name))
+    with open(path, 'w') as stream:
+        pstats.Stats(profiler, stream=stream).sort_stats(
+            'cumulative').print_stats(60)
     log('   profile of %s: %s' % (name, path))
     return value
 

@@ -2,8 +2,8 @@
 from trytond.pool import Pool
 
 from . import (
-    clinical, imaging, ir, legacy, problems, roles, server, study, sync,
-    upload, viewer, viewer_log)
+    clinical, imaging, ir, legacy, problems, roles, server, stream, study,
+    sync, upload, viewer, viewer_log)
 
 
 def register():
@@ -29,6 +29,7 @@ def register():
         imaging.ImagingTestResult,
         upload.UploadImageDataStart,
         upload.UploadImageDataResult,
+        stream.UploadFile,
         ir.View,
         ir.Cron,
         clinical.Study,

@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 
 SERVER_MODEL = 'gnuhealth.orthanc.config'
 STUDY_MODEL = 'gnuhealth.imaging_orthanc.study'
+UPLOAD_FILE_MODEL = 'gnuhealth.imaging_orthanc.upload_file'
+# The field value SAO's widget sends once it has posted the files to the
+# streaming route (stream.py): this prefix, then the upload reference.
+REFERENCE_PREFIX = b'HOSTREAM:'
 
 
 @dataclass
@@ -59,6 +63,11 @@ class UploadReport:
         return [f for f in self.files if f.status == 'Rejected']
 
     @property
+    def skipped(self):
+        "Files that are not DICOM images (a CD's viewer, its DICOMDIR)."
+        return [f for f in self.files if f.status == 'Skipped']
+
+    @property
     def study_ids(self):
         "Orthanc IDs of the studies the stored files belong to, in order."
         ids = []
@@ -66,6 +75,16 @@ class UploadReport:
             if uploaded.study_id and uploaded.study_id not in ids:
                 ids.append(uploaded.study_id)
         return ids
+
+
+def reference_of(data):
+    "The streaming upload reference the widget put in the field, or None."
+    if data is None:
+        return None
+    head = bytes(memoryview(data)[:len(REFERENCE_PREFIX) + 64])
+    if head.startswith(REFERENCE_PREFIX):
+        return head[len(REFERENCE_PREFIX):].decode('ascii', 'replace')
+    return None
 
 
 def _rejected(name, reason):
@@ -247,7 +266,14 @@ class UploadImageData(Wizard):
         What the wizard does, callable alone (benchmarks, scripts).
         Returns an UploadReport.
         """
-        Server = Pool().get(SERVER_MODEL)
+        pool = Pool()
+        Server = pool.get(SERVER_MODEL)
+        reference = reference_of(data)
+        if reference:
+            # Already in Orthanc: the widget streamed each file.
+            report = cls.streamed_report(reference)
+            cls._finish(server, report, patient, imaging_test)
+            return report
         # Refused before the lock: nothing to wait for, nothing sent.
         checked = check_files(data, names)
         # lock() restarts the transaction (trytond >= 7.0.38): before any
@@ -265,13 +291,29 @@ class UploadImageData(Wizard):
                     'health_orthanc.msg_upload_failed', server=server.label,
                     name=report.current, reason=describe_error(exc),
                     done=report.stored + report.already_stored)) from exc
+        cls._finish(server, report, patient, imaging_test)
+        return report
+
+    @classmethod
+    def streamed_report(cls, reference):
+        "The UploadReport of the files the user streamed under reference."
+        UploadFile = Pool().get(UPLOAD_FILE_MODEL)
+        files = UploadFile.outcomes(reference)
+        if not files:
+            raise OrthancUploadError(gettext(
+                    'health_orthanc.msg_upload_stream_unknown'))
+        return UploadReport(count=len({f.name for f in files}), files=files)
+
+    @classmethod
+    def _finish(cls, server, report, patient, imaging_test):
+        "Log the upload, store its studies in GNU Health and link them."
         logger.info("Upload to %s: %d file(s), %d stored, %d already "
-            "stored, %d rejected", server.label, report.count,
-            report.stored, report.already_stored, len(report.rejected))
+            "stored, %d rejected, %d skipped", server.label, report.count,
+            report.stored, report.already_stored, len(report.rejected),
+            len(report.skipped))
         if report.study_ids:
             cls._sync_studies(server, report)
             cls._link_studies(report.studies, patient, imaging_test)
-        return report
 
     @classmethod
     def _sync_studies(cls, server, report):
@@ -337,6 +379,10 @@ class UploadImageData(Wizard):
                 files=report.count, server=server.label,
                 stored=report.stored, already=report.already_stored,
                 rejected=len(report.rejected))]
+        if report.skipped:
+            lines.append(gettext('health_orthanc.msg_upload_skipped',
+                    count=len(report.skipped),
+                    names=', '.join(f.name for f in report.skipped)))
         if report.study_ids:
             lines.append(gettext('health_orthanc.msg_upload_studies',
                     studies=len(report.studies), new=report.new_studies))

@@ -19,7 +19,7 @@ from pydicom.uid import (
 
 __all__ = [
     'uid', 'image', 'structured_report', 'encapsulated_pdf', 'study',
-    'dataset_set', 'zip_of', 'frame_mult']
+    'dataset_set', 'zip_of', 'frame_mult', 'dicomdir', 'patient_cd']
 
 _IMAGE_CLASSES = {'CT': CTImageStorage, 'MR': MRImageStorage}
 _SIZE = 16
@@ -266,3 +266,35 @@ def frame_mult(files):
         parts.append(struct.pack('<Q', len(data)))
         parts.append(data)
     return b''.join(parts)
+
+
+# Media Storage Directory Storage: the SOP class of a DICOMDIR.
+MEDIA_STORAGE_DIRECTORY = '1.2.840.10008.1.3.10'
+
+
+def dicomdir():
+    """A minimal DICOMDIR (File-set ID, no directory records): a DICOM
+    file that is the index of a CD, not an image."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MEDIA_STORAGE_DIRECTORY
+    meta.MediaStorageSOPInstanceUID = uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b'\0' * 128)
+    ds.FileSetID = 'OUTSIDE'
+    ds.FileSetConsistencyFlag = 0
+    ds.DirectoryRecordSequence = Sequence()
+    return _finish(ds, (), None)
+
+
+def patient_cd(images):
+    """(path, bytes) of a CD as hospitals burn them: DICOMDIR, images in
+    IMAGES/ sub-folders, a viewer program and autorun files."""
+    files = [('DICOMDIR', dicomdir())]
+    files += [('IMAGES/S%02d/I%04d' % (index // 10, index), data)
+        for index, data in enumerate(images)]
+    files += [
+        ('VIEWER/viewer.exe', b'MZ\x90\x00' + bytes(4096)),
+        ('AUTORUN.INF', b'[autorun]\r\nopen=VIEWER\\viewer.exe\r\n'),
+        ('README.TXT', b'Images of an outside hospital.\r\n'),
+        ]
+    return files

@@ -468,3 +468,19 @@ class RPCTestCase(unittest.TestCase):
         cls.server = TrytondServer(cls.roles).start()
         cls.addClassCleanup(cls.server.stop)
         cls.sessions = cls.server.sessions
+
+    @classmethod
+    def start_orthanc(cls, label='PACS'):
+        """Start a real Orthanc for the class (stopped at its end) and
+        register it as a checked server by the imaging administrator
+        (the class's roles must have one); the server id."""
+        from .orthanc_server import OrthancServer
+        cls.orthanc = OrthancServer().start()
+        cls.addClassCleanup(cls.orthanc.stop)
+        admin = cls.sessions['imaging_admin']
+        server, = admin.create('gnuhealth.orthanc.config', {'label': label,
+                'domain': cls.orthanc.url, 'user': cls.orthanc.user,
+                'password': cls.orthanc.password})
+        admin.button('gnuhealth.orthanc.config', 'check_connection',
+            [server])
+        return server

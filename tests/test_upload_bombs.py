@@ -14,7 +14,7 @@ import httpx
 
 from . import bombs, rpc
 from . import dicom_factory as dicom
-from .orthanc_server import OrthancServer, orthanc_available
+from .orthanc_server import orthanc_available
 
 # What trytond may grow by for one upload: the JSON-RPC request (the
 # base64 text, its decoded bytes, the wizard's copy) is a few times the
@@ -22,7 +22,6 @@ from .orthanc_server import OrthancServer, orthanc_available
 TRYTOND_BOUND = 150_000_000
 ORTHANC_BOUND = 10_000_000
 WIZARD = 'gnuhealth.imaging_orthanc.upload_image_data'
-SERVER = 'gnuhealth.orthanc.config'
 
 
 @unittest.skipUnless(orthanc_available(), 'the Orthanc executable is not '
@@ -33,14 +32,7 @@ class UploadBombsOverRpcTest(rpc.RPCTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.orthanc = OrthancServer().start()
-        cls.addClassCleanup(cls.orthanc.stop)
-        admin = cls.sessions['imaging_admin']
-        server, = admin.create(SERVER, {'label': 'PACS',
-                'domain': cls.orthanc.url, 'user': cls.orthanc.user,
-                'password': cls.orthanc.password})
-        admin.button(SERVER, 'check_connection', [server])
-        cls.server_id = server
+        cls.server_id = cls.start_orthanc()
 
     def upload(self, data, names):
         """Run the wizard's upload over JSON-RPC as a radiographer; (the

@@ -11,6 +11,15 @@
  *
  *   b'MULT' + (8-byte little-endian unsigned length + file bytes) * N
  *
+ * In a form that has a "server" field (the upload wizard) with a server
+ * chosen, the files are not read into the page: each is posted to the
+ * module's streaming route (/<database>/health_orthanc/upload, stream.py)
+ * as the browser reads it from disk, with the session's Authorization
+ * header, and the field gets "HOSTREAM:" + the upload reference, by which
+ * the wizard reads what Orthanc did with each file.  A progress bar shows
+ * files and bytes sent, files stored, rejected and skipped; Cancel stops
+ * after the current file.
+ *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
 (function(root) {
@@ -66,7 +75,34 @@
             (bytes / 1e6).toFixed(2) + ' MB';
     }
 
-    root.HealthOrthanc = {frame: frame, unframe: unframe, summary: summary};
+    var STREAM_PREFIX = 'HOSTREAM:';
+
+    // The upload reference of a streamed value, null otherwise.
+    function streamed(data) {
+        if ((Object.prototype.toString.call(data) != '[object Uint8Array]') ||
+            (data.length <= STREAM_PREFIX.length) || (data.length > 100)) {
+            return null;
+        }
+        var text = String.fromCharCode.apply(null, data);
+        return text.startsWith(STREAM_PREFIX) ?
+            text.slice(STREAM_PREFIX.length) : null;
+    }
+
+    function encode(text) {
+        return Uint8Array.from(text, c => c.charCodeAt(0));
+    }
+
+    // "3/10 files, 12.50/40.00 MB sent: 2 stored, 1 rejected, 0 skipped"
+    function progress_text(state) {
+        return state.sent_files + '/' + state.files + ' files, ' +
+            (state.sent_bytes / 1e6).toFixed(2) + '/' +
+            (state.total / 1e6).toFixed(2) + ' MB sent: ' +
+            state.stored + ' stored, ' + state.rejected + ' rejected, ' +
+            state.skipped + ' skipped';
+    }
+
+    root.HealthOrthanc = {frame: frame, unframe: unframe, summary: summary,
+        streamed: streamed, progress_text: progress_text};
 
     if ((typeof Sao == 'undefined') || !Sao.View || !Sao.View.Form ||
         !Sao.View.FormXMLViewParser) {
@@ -112,6 +148,19 @@
             }).append(this.input)
                 .append(Sao.common.ICONFACTORY.get_icon_img('tryton-search'))
                 .appendTo(buttons);
+            // A patient's CD or USB stick: the whole folder at once.
+            this.folder = jQuery('<input/>', {
+                'type': 'file',
+                'class': 'dicom-folder',
+                'webkitdirectory': true,
+            }).change(() => this.load(this.folder[0].files));
+            this.but_folder = jQuery('<div/>', {
+                'class': 'btn btn-default input-file',
+                'aria-label': _("Select a folder"),
+                'title': _("Select a folder (CD, USB stick)..."),
+            }).append(this.folder)
+                .append(Sao.common.ICONFACTORY.get_icon_img('tryton-open'))
+                .appendTo(buttons);
             this.but_clear = jQuery('<button/>', {
                 'class': 'btn btn-default',
                 'type': 'button',
@@ -120,6 +169,32 @@
             }).append(Sao.common.ICONFACTORY.get_icon_img('tryton-clear'))
                 .click(this.clear.bind(this))
                 .appendTo(buttons);
+
+            this.progress = jQuery('<div/>', {
+                'class': 'dicom-progress',
+            }).hide().appendTo(this.el);
+            this.bar = jQuery('<div/>', {
+                'class': 'progress-bar',
+                'role': 'progressbar',
+                'aria-valuemin': 0,
+                'aria-valuemax': 100,
+            }).appendTo(jQuery('<div/>', {
+                'class': 'progress',
+            }).appendTo(this.progress));
+            this.progress_label = jQuery('<span/>', {
+                'class': 'dicom-progress-text',
+            }).appendTo(this.progress);
+            this.but_cancel = jQuery('<button/>', {
+                'class': 'btn btn-link btn-sm dicom-cancel',
+                'type': 'button',
+                'title': _("Stop after the current file"),
+            }).text(_("Cancel")).click(() => {
+                if (this.stream_state) {
+                    this.stream_state.cancelled = true;
+                    this.but_cancel.prop('disabled', true);
+                }
+            }).appendTo(this.progress);
+            this.stream_state = null;
 
             this.el.on('dragenter dragover', evt => {
                 evt.preventDefault();
@@ -137,6 +212,10 @@
             files = Array.from(files || []);
             if (!field || this._readonly || !files.length) {
                 return Promise.resolve();
+            }
+            var server = this.stream_server();
+            if (server) {
+                return this.stream(files, server);
             }
             this.text.val(_("Reading..."));
             return Promise.all(files.map(file => file.arrayBuffer()))
@@ -162,6 +241,132 @@
                     this.display();
                 });
         },
+        // The server chosen in the same form (the upload wizard), if any.
+        stream_server: function() {
+            var record = this.record;
+            if (!record || !record.model.fields.server ||
+                !Sao.Session.current_session) {
+                return null;
+            }
+            return record.field_get('server') || null;
+        },
+        // Post each file to the streaming route, one at a time.
+        stream: async function(files, server) {
+            var record = this.record, field = this.field;
+            var reference = (window.crypto && crypto.randomUUID ?
+                crypto.randomUUID() :
+                String(Date.now()) + String(Math.random()))
+                .replace(/[^0-9a-zA-Z]/g, '');
+            var names = files.map(f => f.webkitRelativePath || f.name);
+            var state = this.stream_state = {
+                files: files.length, total: 0, sent_files: 0,
+                sent_bytes: 0, stored: 0, rejected: 0, skipped: 0,
+                cancelled: false, done: false, error: null,
+            };
+            state.total = files.reduce((sum, f) => sum + f.size, 0);
+            this.el.attr('data-stream', 'running');
+            this.but_cancel.prop('disabled', false).show();
+            this.progress.show();
+            this.show_progress(0);
+            try {
+                for (var i = 0; (i < files.length) && !state.cancelled;
+                    i++) {
+                    await this.post_file(server, reference, files[i],
+                        names[i], state);
+                    state.sent_files += 1;
+                    this.show_progress(0);
+                }
+            } catch (error) {
+                state.error = error.message;
+                Sao.common.error.run(error.message, '');
+            }
+            state.done = true;
+            this.but_cancel.hide();
+            try {
+                this.store_reference(record, field, reference, names, state);
+            } finally {
+                this.el.attr('data-stream', state.cancelled ? 'cancelled' :
+                    (state.error ? 'failed' : 'done'));
+            }
+        },
+        // The field holds the upload reference the wizard reads.
+        store_reference: function(record, field, reference, names, state) {
+            if (this.record === record) {
+                this.names = null;
+                if (state.sent_files) {
+                    field.set_client(record,
+                        encode(STREAM_PREFIX + reference));
+                    var filename_field = this.filename_field;
+                    if (filename_field) {
+                        filename_field.set_client(record,
+                            names.slice(0, state.sent_files).join('\n'));
+                    }
+                }
+            }
+            this.input.val(null);
+            this.folder.val(null);
+            this.show_progress(0);
+            this.display();
+        },
+        post_file: function(server, reference, file, name, state) {
+            var session = Sao.Session.current_session;
+            var url = '/' + session.database + '/health_orthanc/upload?' +
+                jQuery.param({server: server, upload: reference,
+                    name: name});
+            return new Promise((resolve, reject) => {
+                var xhr = new XMLHttpRequest();
+                xhr.open('POST', url);
+                xhr.setRequestHeader('Authorization',
+                    'Session ' + session.get_auth());
+                // No browser login prompt on a 401.
+                xhr.setRequestHeader('X-Requested-With', 'XMLHttpRequest');
+                xhr.setRequestHeader('Content-Type',
+                    'application/octet-stream');
+                xhr.upload.onprogress = evt => this.show_progress(evt.loaded);
+                xhr.onerror = () => reject(new Error(
+                    _("The connection to the server was lost.")));
+                xhr.onload = () => {
+                    state.sent_bytes += file.size;
+                    if (xhr.status == 200) {
+                        for (const item of JSON.parse(
+                            xhr.responseText).files) {
+                            if (item.status == 'Skipped') {
+                                state.skipped += 1;
+                            } else if (item.status == 'Rejected') {
+                                state.rejected += 1;
+                            } else {
+                                state.stored += 1;
+                            }
+                        }
+                        resolve();
+                    } else {
+                        var found = /<p>([\s\S]*)<\/p>/.exec(
+                            xhr.responseText || '');
+                        reject(new Error(name + ': ' + (found ?
+                            jQuery('<div/>').html(found[1]).text() :
+                            xhr.status + ' ' + xhr.statusText)));
+                    }
+                };
+                xhr.send(file);
+            });
+        },
+        show_progress: function(current) {
+            var state = this.stream_state;
+            if (!state) {
+                return;
+            }
+            var sent = state.sent_bytes + (state.done ? 0 : current);
+            var percent = state.total ?
+                Math.round(100 * sent / state.total) :
+                Math.round(100 * state.sent_files / state.files);
+            this.bar.css('width', percent + '%')
+                .attr('aria-valuenow', percent);
+            var text = progress_text(state);
+            if (state.cancelled && state.done) {
+                text = _("Cancelled: ") + text;
+            }
+            this.progress_label.text(text);
+        },
         clear: function() {
             var record = this.record, field = this.field;
             if (!field || this._readonly) {
@@ -169,6 +374,8 @@
             }
             this.input.val(null);
             this.names = null;
+            this.stream_state = null;
+            this.progress.hide();
             field.set_client(record, null);
             var filename_field = this.filename_field;
             if (filename_field) {
@@ -189,7 +396,12 @@
             if (field) {
                 var value = field.get(record);
                 var parts = unframe(value);
-                if (parts) {
+                var state = this.stream_state;
+                if (streamed(value) && state) {
+                    size = 1;
+                    text = summary(state.sent_files, state.sent_bytes) +
+                        ' ' + _("sent");
+                } else if (parts) {
                     size = value.length;
                     text = summary(parts.length,
                         parts.reduce((sum, part) => sum + part.length, 0));
@@ -209,6 +421,8 @@
             Sao.View.Form.BinaryDicom._super.set_readonly.call(this, readonly);
             this.but_select.toggleClass('disabled', readonly);
             this.input.prop('disabled', readonly);
+            this.but_folder.toggleClass('disabled', readonly);
+            this.folder.prop('disabled', readonly);
             this.but_clear.prop('disabled', readonly);
         },
     });
@@ -309,5 +523,7 @@
 
     jQuery('<style/>').text(
         '.form-binary-dicom.dicom-dragover .form-control {' +
-        ' border: 2px dashed #337ab7; }').appendTo('head');
+        ' border: 2px dashed #337ab7; }' +
+        '.form-binary-dicom .dicom-progress .progress {' +
+        ' margin: 4px 0 0 0; height: 8px; }').appendTo('head');
 }(typeof window != 'undefined' ? window : globalThis));

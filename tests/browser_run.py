@@ -37,6 +37,11 @@ ARTIFACTS = os.path.join(ROOT, 'build', 'test-artifacts')
 DATABASE = 'browser_upload'
 STUDY_DESCRIPTION = 'BROWSER UPLOAD'
 SERVER_LABEL = 'Browser PACS'
+PATIENT_PUID = 'BROWSER-PUID-1'
+PATIENT_LASTNAME = 'Outsider'
+CD_IMAGES = 6
+CANCEL_IMAGES = 6
+CANCEL_AT = 3
 
 
 def check_prerequisites(stack):
@@ -84,11 +89,39 @@ def write_files(directory):
     return dicom_files, text_file
 
 
+def write_folder(directory, files):
+    "Write (relative path, bytes) files under directory."
+    for name, data in files:
+        path = os.path.join(directory, *name.split('/'))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'wb') as fp:
+            fp.write(data)
+    return directory
+
+
+def write_cd_folders(workdir):
+    """A patient CD (DICOMDIR, IMAGES/..., viewer and autorun files) of an
+    outside study, and a folder of images to cancel during upload."""
+    from trytond.modules.health_orthanc.tests import dicom_factory as dicom
+    outside = dicom.study(n_series=2, n_instances=CD_IMAGES // 2,
+        patient_id='FOREIGN-77', patient_name='STRANGER^JO',
+        study_description='OUTSIDE CD')
+    cd = write_folder(os.path.join(workdir, 'cd'), dicom.patient_cd(outside))
+    more = dicom.study(n_series=1, n_instances=CANCEL_IMAGES,
+        patient_id='FOREIGN-78', study_description='CANCELLED UPLOAD')
+    cancel = write_folder(os.path.join(workdir, 'cancel'),
+        [('IMG%02d.dcm' % i, data) for i, data in enumerate(more)])
+    return cd, cancel
+
+
 def setup_database(stack, conf, orthanc):
-    "Register the Orthanc server (validated); no first-login wizard."
+    """Register the Orthanc server (validated) and a patient; no
+    first-login wizard."""
+    from trytond.modules.health_orthanc.tests import tools
     stack.proteus_connect(conf, DATABASE)
     stack.mark_config_wizards_done()
     stack.register_server(orthanc, SERVER_LABEL)
+    tools.create_patient(PATIENT_PUID, PATIENT_LASTNAME, 'Ada', gender='f')
 
 
 WALK_PATIENT = ('WALK-ANA', 'Lopez', 'Ana', 'f', '19750302')
@@ -228,19 +261,24 @@ def run(workdir, results):
         print('trytond %s (pid %s), database ready in %.0f s' % (
                 url, trytond.pid, time.monotonic() - started), flush=True)
         dicom_files, text_file = write_files(workdir)
+        cd_dir, cancel_dir = write_cd_folders(workdir)
         env = dict(os.environ,
             TRYTON_URL=url, TRYTON_DB=DATABASE, TRYTON_LOGIN='admin',
             TRYTON_PASSWORD=password, DICOM_FILES=':'.join(dicom_files),
             TEXT_FILE=text_file, SCREENSHOT=screenshot,
             ORTHANC_SERVER=SERVER_LABEL, VIEWER_FIELD='explorer_link',
-            STUDY_TEXT=STUDY_DESCRIPTION, SAO_DIR=stack.SAO_DIR)
+            STUDY_TEXT=STUDY_DESCRIPTION, SAO_DIR=stack.SAO_DIR,
+            CD_DIR=cd_dir, CD_IMAGES=str(CD_IMAGES), CANCEL_DIR=cancel_dir,
+            CANCEL_AT=str(CANCEL_AT), PATIENT=PATIENT_LASTNAME)
         code = run_node(node, 'upload.mjs', env)
         count = orthanc_instances(orthanc)
+        # The first upload, the CD's images, the files before the cancel.
+        expected = len(dicom_files) + CD_IMAGES + CANCEL_AT
         if code:
             failures.append('upload.mjs failed (exit %s)' % code)
-        elif count != len(dicom_files):
+        elif count != expected:
             failures.append('Orthanc holds %s instances, not %s'
-                % (count, len(dicom_files)))
+                % (count, expected))
         else:
             print('Orthanc holds the %d uploaded instances' % count)
             results['upload'] = True

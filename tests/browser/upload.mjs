@@ -18,6 +18,12 @@
 //   STUDY_TEXT       text the uploaded study shows in lists (its description)
 //   CHROMIUM         default /usr/bin/chromium
 //   TIMEOUT          milliseconds per step (default 30000; the upload x4)
+//   CD_DIR           a patient CD folder (DICOMDIR, IMAGES/..., a viewer
+//                    and autorun files): streamed with PATIENT chosen
+//   CD_IMAGES        number of DICOM images in CD_DIR
+//   CANCEL_DIR       a folder of images: the upload is cancelled while the
+//                    CANCEL_AT-th file is sent (default 3)
+//   PATIENT          the patient to choose (text typed in the field)
 //
 // Exit code 0 when every step passed, 1 with a message otherwise.
 import path from 'node:path';
@@ -44,7 +50,9 @@ const CONFIG = {
     // result view: its whole text (labels + field values) must match all
     // (the summary of upload.py's msg_upload_summary / msg_upload_studies)
     result: [/\b4 file\(s\) sent\b/, /\b3 DICOM instance\(s\) stored\b/,
-        /\b0 already stored\b/, /\b1 rejected\b/,
+        /\b0 already stored\b/,
+        // JSON-RPC path: the text file is rejected; streamed: skipped
+        /\b1 rejected\b|\b1 file\(s\) skipped, not DICOM\b/,
         /\b1 study\(ies\) in GNU Health, 1 of them new\b/],
     // the studies of the upload, listed in the result view
     resultStudies: 'studies',
@@ -65,6 +73,11 @@ const TEXT_FILE = env('TEXT_FILE');
 const SCREENSHOT = path.resolve(env('SCREENSHOT') || 'upload.png');
 const STOP_AFTER = env('STOP_AFTER');
 const TIMEOUT = Number(env('TIMEOUT') || 30000);
+const CD_DIR = env('CD_DIR');
+const CD_IMAGES = Number(env('CD_IMAGES') || 0);
+const CANCEL_DIR = env('CANCEL_DIR');
+const CANCEL_AT = Number(env('CANCEL_AT') || 3);
+const PATIENT = env('PATIENT');
 
 const shot = suffix => SCREENSHOT.replace(/(\.png)?$/i, `${suffix}.png`);
 
@@ -138,7 +151,8 @@ async function upload(page) {
     const files = [...DICOM_FILES, TEXT_FILE];
     log(`select ${files.length} files: ` +
         files.map(f => path.basename(f)).join(', '));
-    await widget.locator('input[type=file]').setInputFiles(files);
+    await widget.locator('input[type=file]:not(.dicom-folder)')
+        .setInputFiles(files);
     const summary = widget.locator('input[type=text]');
     await page.waitForFunction(
         el => /^\d+ files?,/.test(el.value), await summary.elementHandle());
@@ -150,21 +164,7 @@ async function upload(page) {
     await page.screenshot({path: shot('-form')});
 
     log('click Upload');
-    const button = form.locator('button').filter({hasText: CONFIG.uploadButton});
-    check(await button.count() == 1, 'one Upload button');
-    await button.click();
-    // the result state: the binary widget is gone
-    try {
-        await widget.waitFor({state: 'detached', timeout: TIMEOUT * 4});
-    } catch (error) {
-        throw new Failure('the wizard did not leave the upload form ' +
-            JSON.stringify(await dialogs(page)));
-    }
-    await page.waitForTimeout(500);
-    const result = wizard(page);
-    const resultText = await allText(result);
-    console.log('    result:\n' + resultText.split('\n')
-        .filter(line => line.trim()).map(line => `      | ${line}`).join('\n'));
+    const {result, text: resultText} = await clickUpload(page, form);
     for (const pattern of CONFIG.result) {
         check(pattern.test(resultText), `result matches ${pattern}`);
     }
@@ -201,6 +201,149 @@ async function upload(page) {
     }
     await result.waitFor({state: 'hidden'}).catch(() => {});
     return true;
+}
+
+// Type text in a many2one of the form and let SAO pick the one match.
+async function chooseMany2One(form, name, text) {
+    const input = form.locator(`[name="${name}"]`).first();
+    const page = form.page();
+    await input.fill(text);
+    await input.press('Tab');
+    await page.waitForTimeout(1000);
+    // Several fields matched: SAO opens its search dialog, pick the row.
+    const search = page.locator('.modal.in:not(.wizard-dialog)').last();
+    if (!(await input.inputValue()) && await search.count()) {
+        await search.locator('.treeview tbody tr:not(.more-row)')
+            .filter({hasText: text}).first().locator('td[data-title]')
+            .first().dblclick();
+        await page.waitForTimeout(1000);
+    }
+    check((await input.inputValue()).length > 0, `${name} set to ` +
+        `"${await input.inputValue()}"`);
+}
+
+// Stream a folder through the widget; the progress text at the end and
+// the largest percentage the bar showed while it ran.
+async function streamFolder(page, form, folder, onRequest) {
+    const widget = form.locator('.form-binary-dicom').first();
+    await widget.waitFor({state: 'visible'});
+    let seen = 0;
+    if (onRequest) {
+        await page.route('**/health_orthanc/upload?**', async route => {
+            seen += 1;
+            await onRequest(seen, widget);
+            await route.continue();
+        });
+    }
+    const bar = widget.locator('.dicom-progress .progress-bar');
+    const percents = new Set();
+    const watch = setInterval(() => bar.getAttribute('aria-valuenow',
+        {timeout: 1000}).then(v => v && percents.add(Number(v)),
+        () => {}), 50);
+    await widget.locator('input.dicom-folder').setInputFiles(folder);
+    // Polled through the locator (resolved again each time).
+    const finished = ['done', 'cancelled', 'failed'];
+    const deadline = Date.now() + TIMEOUT * 4;
+    while (!finished.includes(await widget.getAttribute('data-stream'))) {
+        if (Date.now() > deadline) {
+            clearInterval(watch);
+            throw new Failure('the widget did not finish streaming: ' +
+                await widget.locator('.dicom-progress-text').innerText() +
+                ' ' + await widget.evaluate(el => el.outerHTML.slice(0, 200)
+                    + ' ' + document.querySelectorAll(
+                        '.form-binary-dicom').length));
+        }
+        await page.waitForTimeout(200);
+    }
+    clearInterval(watch);
+    if (onRequest) {
+        await page.unroute('**/health_orthanc/upload?**');
+    }
+    const state = await widget.getAttribute('data-stream');
+    const text = await widget.locator('.dicom-progress-text').innerText();
+    console.log(`    widget: ${state}, "${text}", bar showed ` +
+        JSON.stringify([...percents].sort((a, b) => a - b)));
+    return {state, text, percents, requests: seen};
+}
+
+async function clickUpload(page, form) {
+    const widget = form.locator('.form-binary-dicom').first();
+    const button = form.locator('button').filter(
+        {hasText: CONFIG.uploadButton});
+    check(await button.count() == 1, 'one Upload button');
+    await button.click();
+    try {
+        await widget.waitFor({state: 'detached', timeout: TIMEOUT * 4});
+    } catch (error) {
+        throw new Failure('the wizard did not leave the upload form ' +
+            JSON.stringify(await dialogs(page)));
+    }
+    await page.waitForTimeout(500);
+    const result = wizard(page);
+    const text = await allText(result);
+    console.log('    result:\n' + text.split('\n')
+        .filter(line => line.trim()).map(line => `      | ${line}`)
+        .join('\n'));
+    return {result, text};
+}
+
+async function closeResult(page, result) {
+    const close = result.locator('button').filter(
+        {hasText: CONFIG.closeButtons});
+    await close.first().click();
+    await result.waitFor({state: 'hidden'}).catch(() => {});
+}
+
+async function patientCD(page) {
+    log(`stream the patient CD ${CD_DIR} with patient "${PATIENT}"`);
+    await openMenu(page, CONFIG.uploadMenu);
+    const form = wizard(page);
+    await form.locator('.form-binary-dicom').first().waitFor();
+    await chooseServer(form);
+    await chooseMany2One(form, 'patient', PATIENT);
+    const streamed = await streamFolder(page, form, CD_DIR);
+    check(streamed.state == 'done', 'the CD was streamed to the end');
+    check([...streamed.percents].some(p => p > 0 && p < 100),
+        'the progress bar moved through intermediate values');
+    check(streamed.percents.has(100), 'the progress bar reached 100%');
+    check(streamed.text.includes(`${CD_IMAGES} stored, 0 rejected, ` +
+        `4 skipped`), `the widget counts ${CD_IMAGES} stored, 4 skipped`);
+    await page.screenshot({path: shot('-cd-form')});
+    const {result, text} = await clickUpload(page, form);
+    check(new RegExp(`\\b${CD_IMAGES} DICOM instance\\(s\\) stored\\b`)
+        .test(text), `the result counts ${CD_IMAGES} stored`);
+    check(/4 file\(s\) skipped, not DICOM images/.test(text),
+        'the result names 4 skipped files');
+    for (const name of ['DICOMDIR', 'viewer.exe', 'AUTORUN.INF']) {
+        check(text.includes(name), `the result names ${name}`);
+    }
+    await page.screenshot({path: shot('-cd')});
+    await closeResult(page, result);
+}
+
+async function cancelled(page) {
+    log(`stream ${CANCEL_DIR}, cancel during file #${CANCEL_AT}`);
+    await openMenu(page, CONFIG.uploadMenu);
+    const form = wizard(page);
+    await form.locator('.form-binary-dicom').first().waitFor();
+    await chooseServer(form);
+    const streamed = await streamFolder(page, form, CANCEL_DIR,
+        async (count, widget) => {
+            if (count == CANCEL_AT) {
+                await widget.locator('.dicom-cancel').click();
+            }
+        });
+    check(streamed.state == 'cancelled', 'the upload was cancelled');
+    check(streamed.requests == CANCEL_AT,
+        `no file was sent after file #${CANCEL_AT}`);
+    check(streamed.text.startsWith(`Cancelled: ${CANCEL_AT}/`) &&
+        streamed.text.includes(`${CANCEL_AT} stored`),
+    `the widget reports ${CANCEL_AT} files stored when cancelled`);
+    const {result, text} = await clickUpload(page, form);
+    check(new RegExp(`\\b${CANCEL_AT} DICOM instance\\(s\\) stored\\b`)
+        .test(text), `the result reports the ${CANCEL_AT} stored files`);
+    await page.screenshot({path: shot('-cancel')});
+    await closeResult(page, result);
 }
 
 async function studies(page) {
@@ -261,6 +404,12 @@ async function main() {
             await page.screenshot({path: SCREENSHOT});
         } else if (await upload(page) && STOP_AFTER != 'upload') {
             await studies(page);
+            if (CD_DIR) {
+                await patientCD(page);
+            }
+            if (CANCEL_DIR) {
+                await cancelled(page);
+            }
         }
         if (errors.length) {
             console.log(`    page errors: ${JSON.stringify(errors)}`);

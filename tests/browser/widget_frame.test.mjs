@@ -135,7 +135,8 @@ test('binary_dicom widget in SAO (chromium)', {skip: browserSkip}, async t => {
             Sao.View.Form.Binary), true);
 
     await page.evaluate(() => makeWidget(false));
-    const input = page.locator('.form-binary-dicom input[type=file]');
+    const input = page.locator(
+        '.form-binary-dicom input[type=file]:not(.dicom-folder)');
     assert.equal(await input.evaluate(el => el.multiple), true);
     await input.setInputFiles([
         {name: 'a.dcm', mimeType: 'application/dicom',
@@ -176,7 +177,8 @@ test('binary_dicom widget in SAO (chromium)', {skip: browserSkip}, async t => {
     assert.equal(await text.inputValue(), '1 file, 0.00 MB');
 
     // Clear
-    const clear = page.locator('.form-binary-dicom button');
+    const clear = page.locator(
+        '.form-binary-dicom button[aria-label="Clear"]');
     await clear.click();
     assert.equal(await page.evaluate(
         () => window.record._values.data_to_upload), null);

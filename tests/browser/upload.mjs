@@ -241,17 +241,16 @@ async function streamFolder(page, form, folder, onRequest) {
         {timeout: 1000}).then(v => v && percents.add(Number(v)),
         () => {}), 50);
     await widget.locator('input.dicom-folder').setInputFiles(folder);
-    // Polled through the locator (resolved again each time).
-    const finished = ['done', 'cancelled', 'failed'];
+    // SAO gives the widget's grid cell the same class: the widget itself
+    // is the element with data-stream.
+    const ended = form.locator('.form-binary-dicom[data-stream]' +
+        ':not([data-stream="running"])');
     const deadline = Date.now() + TIMEOUT * 4;
-    while (!finished.includes(await widget.getAttribute('data-stream'))) {
+    while (!await ended.count()) {
         if (Date.now() > deadline) {
             clearInterval(watch);
             throw new Failure('the widget did not finish streaming: ' +
-                await widget.locator('.dicom-progress-text').innerText() +
-                ' ' + await widget.evaluate(el => el.outerHTML.slice(0, 200)
-                    + ' ' + document.querySelectorAll(
-                        '.form-binary-dicom').length));
+                await widget.locator('.dicom-progress-text').innerText());
         }
         await page.waitForTimeout(200);
     }
@@ -259,7 +258,7 @@ async function streamFolder(page, form, folder, onRequest) {
     if (onRequest) {
         await page.unroute('**/health_orthanc/upload?**');
     }
-    const state = await widget.getAttribute('data-stream');
+    const state = await ended.first().getAttribute('data-stream');
     const text = await widget.locator('.dicom-progress-text').innerText();
     console.log(`    widget: ${state}, "${text}", bar showed ` +
         JSON.stringify([...percents].sort((a, b) => a - b)));

@@ -17,8 +17,9 @@
  * as the browser reads it from disk, with the session's Authorization
  * header, and the field gets "HOSTREAM:" + the upload reference, by which
  * the wizard reads what Orthanc did with each file.  A progress bar shows
- * files and bytes sent, files stored, rejected and skipped; Cancel stops
- * after the current file.
+ * files and bytes sent, files stored, rejected and skipped; Stop (cancel)
+ * ends the upload after the current file (not labelled "Cancel", which
+ * is the wizard's own button).
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -188,7 +189,7 @@
                 'class': 'btn btn-link btn-sm dicom-cancel',
                 'type': 'button',
                 'title': _("Stop after the current file"),
-            }).text(_("Cancel")).click(() => {
+            }).text(_("Stop")).click(() => {
                 if (this.stream_state) {
                     this.stream_state.cancelled = true;
                     this.but_cancel.prop('disabled', true);

@@ -2,8 +2,8 @@
 from trytond.pool import Pool
 
 from . import (
-    clinical, imaging, ir, legacy, problems, roles, server, stream, study,
-    sync, upload, viewer, viewer_log)
+    clinical, imaging, ir, legacy, ondemand, problems, roles, server, stream,
+    study, sync, upload, viewer, viewer_log)
 
 
 def register():
@@ -49,6 +49,8 @@ def register():
         viewer.Study,
         viewer.Series,
         viewer.Patient,
+        ondemand.Server,
+        ondemand.Series,
         module='health_orthanc', type_='model')
     Pool.register(
         server.ConnectNewOrthancServer,

@@ -707,26 +707,30 @@ class OrthancClient:
         series, instances = self.study_children(orthanc_id)
         return StudyTree(study=study, series=series, instances=instances)
 
-    def study_children(self, orthanc_id):
-        "Expanded series and instances of a study: 2 requests."
+    def study_children(self, orthanc_id, instances=True):
+        """Expanded series and instances of a study: 2 requests (1 and no
+        instances if not instances)."""
         _check_id(orthanc_id)
         expand = {'expand': 'true'}
         series = self._json(self._api.get_studies_id_series, orthanc_id,
             expand, expect=list)
+        if not instances:
+            return series, []
         instances = self._json(self._api.get_studies_id_instances,
             orthanc_id, expand, expect=list)
         return series, instances
 
-    def all_trees(self, page_size=1000):
+    def all_trees(self, page_size=1000, instances=True):
         """Every study of the archive as StudyTree, read with paged
         /studies, /series and /instances (a few calls per thousand
-        resources instead of two per study)."""
+        resources instead of two per study); no instances if not
+        instances (the series still list their IDs)."""
         studies = [s for page in self.iter_resources('studies', page_size)
             for s in page]
         series = [s for page in self.iter_resources('series', page_size)
             for s in page]
         instances = [i for page in self.iter_resources('instances',
-                page_size) for i in page]
+                page_size) for i in page] if instances else []
         return trees_of(studies, series, instances)
 
     def parent_study(self, resource_type, orthanc_id):
@@ -745,6 +749,11 @@ class OrthancClient:
         instances = self._json(self._api.get_series_id_instances, orthanc_id,
             {'expand': 'true'}, expect=list)
         return series, instances
+
+    def series_instances(self, orthanc_id):
+        "Expanded instances of a series: 1 request."
+        return self._json(self._api.get_series_id_instances,
+            _check_id(orthanc_id), {'expand': 'true'}, expect=list)
 
     def preview(self, instance_id):
         """PNG rendering of the first frame.

@@ -27,7 +27,7 @@ from trytond.tools import grouped_slice
 from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
-from . import orthanc, roles
+from . import ondemand, orthanc, roles
 from .bulk import bulk_create
 from .exceptions import OrthancSyncBusy, OrthancSyncError
 from .server import describe_error
@@ -472,7 +472,8 @@ class SyncServer(metaclass=PoolMeta):
 
     def _fetch_tree(self, study):
         try:
-            series, instances = self.client.study_children(study['ID'])
+            series, instances = self.client.study_children(study['ID'],
+                instances=not ondemand.on_demand(self))
         except orthanc.NotFound:
             return None
         return orthanc.StudyTree(study, series, instances)
@@ -496,7 +497,8 @@ class SyncServer(metaclass=PoolMeta):
             # Changes logged while we read are replayed by the next
             # incremental sync: take the cursor before reading.
             last = client.last_change()
-            trees = client.all_trees(BULK_PAGE)
+            trees = client.all_trees(BULK_PAGE,
+                instances=not ondemand.on_demand(self))
         pages = [list(p) for p in grouped_slice(trees, STUDIES_PAGE)] or [[]]
         seen = {t.study['ID'] for t in trees}
         for number, page in enumerate(pages, 1):
@@ -556,6 +558,8 @@ def orthanc_ids_of(tree):
     yield tree.study['ID']
     for series in tree.series:
         yield series['ID']
+        # On demand, the instances are not read: their IDs are listed.
+        yield from series.get('Instances') or []
     for instance in tree.instances:
         yield instance['ID']
 
@@ -679,7 +683,8 @@ class SyncStudy(metaclass=PoolMeta):
         stats = SyncStats()
         studies = cls._store_studies(server, trees, stats)
         series = cls._store_series(server, trees, studies, stats)
-        cls._store_instances(server, trees, series)
+        if not ondemand.on_demand(server):
+            cls._store_instances(server, trees, series)
         cls.link_records(list(studies.values()))
         stats.studies.update(studies)
         return stats
@@ -701,7 +706,7 @@ class SyncStudy(metaclass=PoolMeta):
         values = {}
         for tree in trees:
             study = studies[tree.study['ID']]
-            counts = count_by(tree.instances, 'ParentSeries')
+            counts = ondemand.series_instance_counts(tree, server)
             for series in tree.series:
                 values[series['ID']] = series_values(
                     server, study, series, counts.get(series['ID'], 0))
@@ -1120,7 +1125,7 @@ def study_values(server, tree):
         'patient_sex': clean(patient.get('PatientSex')),
         'modalities': ', '.join(modalities) or None,
         'series_count': len(tree.series),
-        'instance_count': len(tree.instances),
+        'instance_count': ondemand.study_instance_count(tree, server),
         'last_update': tree.study.get('LastUpdate'),
         'missing_on_orthanc': False,
         }
@@ -1140,6 +1145,7 @@ def series_values(server, study, series, instance_count):
         'body_part': clean(tags.get('BodyPartExamined')),
         'instance_count': instance_count,
         'missing_on_orthanc': False,
+        **ondemand.series_mirror_values(server, series),
         }
 
 

@@ -2,6 +2,7 @@
 """Proteus helpers creating the GNU Health records scenarios and the demo
 need: patients, health professionals, imaging tests, requests, results."""
 import datetime
+import os
 
 from proteus import Model, Wizard
 
@@ -82,15 +83,32 @@ def create_result(request):
     return result
 
 
+def instance_mirroring():
+    """The instance mirroring of the servers tests register: the scenario
+    loader runs the scenarios that use instances in both modes."""
+    return os.environ.get('HEALTH_ORTHANC_INSTANCE_MIRRORING', 'all')
+
+
 def register_server(orthanc, label='PACS'):
     "A server record for a test OrthancServer, checked and validated."
     Server = Model.get('gnuhealth.orthanc.config')
     server = Server(label=label, domain=orthanc.url, user=orthanc.user,
-        password=orthanc.password)
+        password=orthanc.password, instance_mirroring=instance_mirroring())
     server.save()
     server.click('check_connection')
     server.reload()
     return server
+
+
+def open_series(series_ids=None):
+    """Open series (all, by default) as a user does, one form at a time:
+    reading a series' instances stores them on demand (no change with all
+    instances mirrored)."""
+    Series = Model.get('gnuhealth.imaging_orthanc.study_series')
+    if series_ids is None:
+        series_ids = [s.id for s in Series.find([])]
+    for series_id in series_ids:
+        Series.read([series_id], ['instances'], {})
 
 
 def write_as_system(model_name, ids, values):

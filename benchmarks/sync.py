@@ -15,7 +15,16 @@ in a fresh Python process with a fresh database:
 - incremental: a first incremental sync into an empty database, then a
   no-op incremental sync;
 - full: a full sync into an empty database, then a full sync that finds
-  nothing to change (checked to write nothing).
+  nothing to change (checked to write nothing);
+- rest_series_floor: studies and series only, with the fewest calls (what
+  a server whose instances are mirrored on demand reads);
+- on_demand: a first incremental sync of a server mirroring instances on
+  demand, then opening one series (its instances read and stored).
+
+Default shapes (issue 15): 200 x 3 x 10 and 20 x 4 x 250.  --archive adds
+2,000 and 20,000 studies x 1 x 1 read from an Orthanc whose index is in
+PostgreSQL (Debian orthanc-postgresql, its own database on the machine's
+PostgreSQL), with --db postgresql.
 
 Each measurement reports wall time, HTTP requests (the adapter's
 request_count) and peak RSS.  A fresh process per scenario keeps the
@@ -28,9 +37,10 @@ Prints one JSON object on stdout, progress on stderr; the exit code is 0
 even when a target is missed (it is a measurement).
 
     python benchmarks/sync.py [--studies 200 --series 3 --instances 10]
-        [--scale] [--db sqlite|postgresql]
+        [--scale] [--archive] [--db sqlite|postgresql]
 """
 import argparse
+import contextlib
 import hashlib
 import itertools
 import json
@@ -54,6 +64,13 @@ UPLOAD_THREADS = 8
 # The code a measurement runs: reported per worker to spot concurrent edits.
 MEASURED_CODE = {'sync.py', 'orthanc.py', 'study.py', 'server.py'}
 SCALE_SIZE = (2000, 3, 10)
+SHAPES = [(200, 3, 10), (20, 4, 250)]  # issue 15: many studies; CT/MR
+ARCHIVE_SIZES = [(2000, 1, 1), (20000, 1, 1)]
+SCENARIOS = ['rest_floor', 'rest_per_study', 'orm_floor', 'write_floor',
+    'incremental', 'full', 'rest_series_floor', 'on_demand']
+# 40,000 per-study requests and a 20,000-row ORM create say nothing new.
+ARCHIVE_SCENARIOS = ['rest_floor', 'write_floor', 'incremental', 'full',
+    'rest_series_floor', 'on_demand']
 REST_PAGE = 1000  # resources per paged call of the REST floor
 SQL_BATCH = 1000  # rows per INSERT of the write floor
 TARGETS = {
@@ -65,6 +82,10 @@ TARGETS = {
     'requests_per_study': 4,
     'scale_peak_rss_mb': 500,
     'scale_time_growth': 12,
+    # Issue 15, on demand: against reading studies and series only.
+    'on_demand_first_vs_series_floor': 2,
+    'open_series_seconds': 0.5,
+    'archive_time_growth': 11,  # 20,000 studies against 2,000
     }
 
 
@@ -79,7 +100,9 @@ def main():
     if args.worker:
         # The context (with Orthanc's password) comes on stdin, not argv.
         return run_worker(args.worker, json.load(sys.stdin))
-    sizes = [(args.studies, args.series, args.instances)]
+    given = (args.studies, args.series, args.instances)
+    sizes = [given] if any(given) else list(SHAPES)
+    sizes = [tuple(g or d for g, d in zip(s, SHAPES[0])) for s in sizes]
     if args.scale:
         sizes.append(SCALE_SIZE)
     report = {'db': args.db, 'runs': {}}
@@ -94,6 +117,14 @@ def main():
         report['scale'] = scale_targets(base,
             report['runs'][size_name(SCALE_SIZE)],
             math.prod(SCALE_SIZE) / math.prod(sizes[0]))
+    if args.archive:
+        for size in ARCHIVE_SIZES:
+            report['runs'][size_name(size)] = run_size(size, args.db,
+                args.profile, args.repeat, archive=True)
+        small, big = (report['runs'][size_name(s)] for s in ARCHIVE_SIZES)
+        report['archive'] = scale_targets(small, big,
+            math.prod(ARCHIVE_SIZES[1]) / math.prod(ARCHIVE_SIZES[0]),
+            TARGETS['archive_time_growth'], per_ten=False)
     report['targets'] = flat_targets(report)
     report['all_targets_met'] = all_met(report)
     print(json.dumps(report, indent=2, default=str))
@@ -103,11 +134,16 @@ def main():
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--studies', type=int, default=200)
-    parser.add_argument('--series', type=int, default=3)
-    parser.add_argument('--instances', type=int, default=10)
+    parser.add_argument('--studies', type=int,
+        help='one shape instead of %s' % ', '.join(map(size_name, SHAPES)))
+    parser.add_argument('--series', type=int)
+    parser.add_argument('--instances', type=int)
     parser.add_argument('--scale', action='store_true',
         help='also run %d x %d x %d and check linear growth' % SCALE_SIZE)
+    parser.add_argument('--archive', action='store_true',
+        help='also run %s from an Orthanc with its index in PostgreSQL '
+        '(orthanc-postgresql; needs --db postgresql)'
+        % ' and '.join(map(size_name, ARCHIVE_SIZES)))
     parser.add_argument('--db', choices=['sqlite', 'postgresql'],
         default='sqlite')
     parser.add_argument('--repeat', type=int, default=1, metavar='N',
@@ -117,21 +153,24 @@ def parse_args():
         help='write a pyinstrument profile of each measurement to DIR '
         '(times are then inflated)')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.archive and args.db != 'postgresql':
+        parser.error('--archive reads its Orthanc index from PostgreSQL: '
+            'use it with --db postgresql')
+    return args
 
 
 def size_name(size):
     return '%dx%dx%d' % tuple(size)
 
 
-def run_size(size, db, profile=None, repeat=1):
+def run_size(size, db, profile=None, repeat=1, archive=False):
     "Load one data set into its own Orthanc and run every scenario on it."
-    from trytond.modules.health_orthanc.tests.orthanc_server import (
-        OrthancServer)
     studies, series, instances = size
-    log('=== %s (%d instances), %s' % (size_name(size),
-            studies * series * instances, db))
-    with OrthancServer() as server, tempfile.TemporaryDirectory(
+    log('=== %s (%d instances), %s%s' % (size_name(size),
+            studies * series * instances, db,
+            ', Orthanc index in PostgreSQL' if archive else ''))
+    with orthanc_for(archive) as server, tempfile.TemporaryDirectory(
             prefix='bench-sync-') as tmp:
         load_time = load(server, size)
         context = {
@@ -142,8 +181,7 @@ def run_size(size, db, profile=None, repeat=1):
             }
         results = {'load_seconds': round(load_time, 1)}
         # rest_floor writes the trees that orm_floor stores.
-        for scenario in ['rest_floor', 'rest_per_study', 'orm_floor',
-                'write_floor', 'incremental', 'full']:
+        for scenario in ARCHIVE_SCENARIOS if archive else SCENARIOS:
             results.update(fastest([spawn_worker(scenario, context)
                         for _ in range(repeat)]))
     results['targets'] = size_targets(results, studies)
@@ -152,6 +190,26 @@ def run_size(size, db, profile=None, repeat=1):
     # Others may edit the module meanwhile: say so if the code changed.
     results['same_code_in_all_workers'] = len(sources) == 1
     return results
+
+
+@contextlib.contextmanager
+def orthanc_for(archive):
+    """A throw-away Orthanc; for the archive, with its index in its own
+    database of the machine's PostgreSQL (dropped after)."""
+    from trytond.modules.health_orthanc.tests.orthanc_server import (
+        OrthancServer)
+    if not archive:
+        with OrthancServer() as server:
+            yield server
+        return
+    database = 'bench_orthanc_index_%d' % os.getpid()
+    psql('postgres', 'CREATE DATABASE "%s"' % database)
+    try:
+        with OrthancServer(plugins=(), name='health_orthanc archive',
+                index_database=PG_URI.rstrip('/') + '/' + database) as server:
+            yield server
+    finally:
+        psql('postgres', 'DROP DATABASE IF EXISTS "%s"' % database)
 
 
 def fastest(runs):
@@ -309,12 +367,17 @@ def target(value, limit, ok=None):
 
 
 def size_targets(results, studies):
-    floors = results['rest_floor']['seconds'] + results['orm_floor']['seconds']
     first = results['first_incremental']
     nochange = results['full_nochange']
-    return {
-        'first_sync_vs_floors': target(first['seconds'] / floors,
-            TARGETS['first_sync_vs_floors']),
+    targets = {}
+    if 'orm_floor' in results:
+        floors = (results['rest_floor']['seconds']
+            + results['orm_floor']['seconds'])
+        targets['first_sync_vs_floors'] = target(first['seconds'] / floors,
+            TARGETS['first_sync_vs_floors'])
+    if 'first_on_demand' in results:
+        targets.update(on_demand_targets(results))
+    return dict(targets, **{
         'first_sync_vs_rest_floor': target(
             first['seconds'] / results['rest_floor']['seconds'],
             TARGETS['first_sync_vs_rest_floor']),
@@ -331,15 +394,29 @@ def size_targets(results, studies):
         'requests_per_study': target(first['requests'] / studies,
             TARGETS['requests_per_study']),
         'rows_complete': (first['rows_ok'] and results['full_empty']['rows_ok']),
+        })
+
+
+def on_demand_targets(results):
+    on_demand, opened = results['first_on_demand'], results['open_series']
+    return {
+        'on_demand_first_vs_series_floor': target(on_demand['seconds']
+            / results['rest_series_floor']['seconds'],
+            TARGETS['on_demand_first_vs_series_floor']),
+        'open_series_seconds': target(opened['seconds'],
+            TARGETS['open_series_seconds']),
+        'on_demand_rows_exact': (on_demand['rows_ok']
+            and opened['rows_ok']),
         }
 
 
-def scale_targets(base, big, data_ratio):
+def scale_targets(base, big, data_ratio, growth=None, per_ten=True):
     """Peak RSS and linear growth of the first and the full sync.
 
     The growth limit is 12 for 10 times the data (the default sizes),
-    proportionally for other base sizes."""
-    limit = round(TARGETS['scale_time_growth'] * data_ratio / 10, 2)
+    proportionally for other base sizes (or growth, as it is)."""
+    growth = growth or TARGETS['scale_time_growth']
+    limit = round(growth * data_ratio / 10, 2) if per_ten else growth
     result = {'data_ratio': round(data_ratio, 2)}
     for name in ['first_incremental', 'full_empty']:
         growth = big[name]['seconds'] / base[name]['seconds']
@@ -352,7 +429,8 @@ def scale_targets(base, big, data_ratio):
     result['growth_all'] = {name: round(
             big[name]['seconds'] / base[name]['seconds'], 2)
         for name in ['rest_floor', 'orm_floor', 'first_incremental',
-            'noop_incremental', 'full_empty', 'full_nochange']}
+            'noop_incremental', 'full_empty', 'full_nochange']
+        if name in big and name in base}
     return result
 
 
@@ -363,10 +441,11 @@ def flat_targets(report):
         for key, value in run['targets'].items():
             flat['%s/%s' % (name, key)] = (value if isinstance(value, dict)
                 else {'value': value, 'limit': True, 'ok': bool(value)})
-    for name, values in report.get('scale', {}).items():
-        if name in ('first_incremental', 'full_empty'):
-            for key, value in values.items():
-                flat['scale/%s/%s' % (name, key)] = value
+    for group in ['scale', 'archive']:
+        for name, values in report.get(group, {}).items():
+            if name in ('first_incremental', 'full_empty'):
+                for key, value in values.items():
+                    flat['%s/%s/%s' % (group, name, key)] = value
     return flat
 
 
@@ -384,6 +463,7 @@ def all_met(report):
     for run in report['runs'].values():
         collect(run['targets'])
     collect(report.get('scale', {}))
+    collect(report.get('archive', {}))
     return all(oks)
 
 
@@ -393,17 +473,22 @@ def print_summary(report):
         lines.append('%s:' % name)
         for measure in ['rest_floor', 'rest_per_study', 'orm_floor',
                 'write_floor', 'first_incremental',
-                'noop_incremental', 'full_empty', 'full_nochange']:
+                'noop_incremental', 'full_empty', 'full_nochange',
+                'rest_series_floor', 'first_on_demand', 'open_series']:
+            if measure not in run:
+                continue
             values = run[measure]
             lines.append('  %-18s %8.2f s %7d requests %7.0f MB peak'
                 % (measure, values['seconds'], values['requests'],
                     values['peak_rss_mb']))
         for key, value in run['targets'].items():
             lines.append('  target %-28s %s' % (key, verdict(value)))
-    for name, values in report.get('scale', {}).items():
-        if name in ('first_incremental', 'full_empty'):
-            for key, value in values.items():
-                lines.append('  scale %s %s %s' % (name, key, verdict(value)))
+    for group in ['scale', 'archive']:
+        for name, values in report.get(group, {}).items():
+            if name in ('first_incremental', 'full_empty'):
+                for key, value in values.items():
+                    lines.append('  %s %s %s %s' % (group, name, key,
+                            verdict(value)))
     lines.append('ALL TARGETS MET' if report['all_targets_met']
         else 'SOME TARGETS MISSED')
     print('\n'.join(lines), file=sys.stderr)
@@ -431,6 +516,8 @@ def run_worker(scenario, context):
         'write_floor': worker_write_floor,
         'incremental': worker_incremental,
         'full': worker_full,
+        'rest_series_floor': worker_rest_series_floor,
+        'on_demand': worker_on_demand,
         }[scenario]
     try:
         result = run(context)
@@ -528,6 +615,53 @@ def worker_rest_floor(context):
     with open(context['data_file'], 'w') as stream:
         json.dump([[t.study, t.series, t.instances] for t in trees], stream)
     return {'rest_floor': result}
+
+
+def worker_rest_series_floor(context):
+    """Fewest REST calls for studies and series only (paged, expanded):
+    what a sync of a server mirroring instances on demand reads."""
+    from trytond.modules.health_orthanc import orthanc
+    client = orthanc.OrthancClient(context['url'], context['user'],
+        context['password'])
+    result, _ = measure('rest_series_floor',
+        lambda: client.all_trees(REST_PAGE, instances=False), client)
+    return {'rest_series_floor': result}
+
+
+def worker_on_demand(context):
+    """A first incremental sync of a server mirroring instances on demand,
+    then one series opened as a client opens it (a read of its
+    instances, committed)."""
+    db_name, server_id = setup_database(context, 'on_demand')
+    client = server_client(db_name, server_id)
+    first, stats = measure('first_on_demand', lambda: synchronize(
+            db_name, server_id, 'incremental'), client)
+    first.update(sync_details(stats, db_name, context, on_demand=True))
+    series_id = any_series(db_name)
+    opened, count = measure('open_series',
+        lambda: open_series(db_name, series_id), client)
+    opened['instances'] = count
+    opened['rows_ok'] = count == context['size'][2]
+    return {'first_on_demand': first, 'open_series': opened}
+
+
+def any_series(db_name):
+    from trytond.pool import Pool
+    from trytond.transaction import Transaction
+    with Transaction().start(db_name, 0, readonly=True):
+        Series = Pool().get('gnuhealth.imaging_orthanc.study_series')
+        return Series.search([], limit=1, order=[('id', 'ASC')])[0].id
+
+
+def open_series(db_name, series_id):
+    "Series.read of its instances as a client's read runs; their number."
+    from trytond.pool import Pool
+    from trytond.transaction import Transaction
+    with Transaction().start(db_name, 0) as transaction:
+        Series = Pool().get('gnuhealth.imaging_orthanc.study_series')
+        values, = Series.read([series_id], ['instances'])
+        transaction.commit()
+    return len(values['instances'])
 
 
 def worker_rest_per_study(context):
@@ -667,38 +801,78 @@ def worker_full(context):
     return {'full_empty': empty, 'full_nochange': nochange}
 
 
-def sync_details(stats, db_name=None, context=None):
+def sync_details(stats, db_name=None, context=None, on_demand=False):
     details = {'created': stats.created, 'updated': stats.updated,
         'removed': stats.removed, 'stats_requests': stats.requests}
     if db_name:
         studies, series, instances = context['size']
         counts = snapshot(db_name)['counts']
         expected = {'study': studies, 'series': studies * series,
-            'instance': studies * series * instances}
+            'instance': 0 if on_demand else studies * series * instances}
         details['rows'] = counts
         details['rows_ok'] = counts == expected
     return details
 
 
-def setup_database(context):
+def setup_database(context, mirroring='all'):
     "A fresh database with the module (cached) and one Orthanc server."
     from trytond.pool import Pool
     from trytond.tests.test_tryton import DB_NAME
     from trytond.tests.tools import activate_modules
     from trytond.transaction import Transaction
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # SQLite's schema warnings
-        activate_modules(MODULE)
+    if context['db'] == 'postgresql' and from_template(DB_NAME):
+        Pool.start()
+        Pool(DB_NAME).init()
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # SQLite's schema warnings
+            activate_modules(MODULE)
+        if context['db'] == 'postgresql':
+            save_template(DB_NAME)
     with Transaction().start(DB_NAME, 0) as transaction:
         Server = Pool().get('gnuhealth.orthanc.config')
         server, = Server.create([{'label': 'Benchmark',
                     'domain': context['url'], 'user': context['user'],
-                    'password': context['password']}])
+                    'password': context['password'],
+                    'instance_mirroring': mirroring}])
         server_id = server.id
         transaction.commit()
     log('   database ready in %.1f s' % (time.perf_counter() - start))
     return DB_NAME, server_id
+
+
+def template_name():
+    "PostgreSQL template of the module's database for this source."
+    return 'bench_tpl_%s_%s' % (MODULE, source_hash())
+
+
+def psql(database, sql):
+    "One statement on the machine's PostgreSQL; its output."
+    return subprocess.run(['psql', PG_URI.rstrip('/') + '/' + database,
+            '-XAtqc', sql], check=True, stdout=subprocess.PIPE,
+        text=True).stdout.strip()
+
+
+def from_template(db_name):
+    """Create db_name from the template of this source: seconds, where
+    trytond's DB_CACHE restore (pg_restore) fails on this machine and
+    each worker would activate the module again (minutes)."""
+    template = template_name()
+    if not psql('postgres', "SELECT 1 FROM pg_database WHERE datname = "
+            "'%s'" % template):
+        return False
+    psql('postgres', 'DROP DATABASE IF EXISTS "%s"' % db_name)
+    psql('postgres', 'CREATE DATABASE "%s" TEMPLATE "%s"' % (
+            db_name, template))
+    return True
+
+
+def save_template(db_name):
+    from trytond import backend
+    backend.Database(db_name).close()
+    psql('postgres', 'CREATE DATABASE "%s" TEMPLATE "%s"' % (
+            template_name(), db_name))
 
 
 def drop_database(context):

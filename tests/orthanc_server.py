@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 
 import httpx
 
@@ -32,6 +33,7 @@ PLUGIN_FILES = {
     'worklists': 'libModalityWorklists.so',
     'servefolders': 'libServeFolders.so',
     'python': 'libOrthancPython.so',
+    'postgresql': 'libOrthancPostgreSQLIndex.so',
 }
 # The module's Orthanc-side script (Debian's orthanc-python runs it).
 VIEWER_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(
@@ -47,6 +49,21 @@ function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
   return true
 end
 '''
+
+
+def postgresql_index(uri):
+    "Orthanc's PostgreSQL plugin settings for a database URI."
+    parts = urllib.parse.urlsplit(uri)
+    return {
+        'EnableIndex': True,
+        'EnableStorage': False,
+        'Host': parts.hostname or '127.0.0.1',
+        'Port': parts.port or 5432,
+        'Database': parts.path.lstrip('/'),
+        'Username': parts.username or 'postgres',
+        'Password': parts.password or '',
+        'Lock': False,
+        }
 
 
 def orthanc_available():
@@ -76,8 +93,12 @@ class OrthancServer:
     def __init__(self, *, user='orthanc', password=None,
             plugins=('dicomweb', 'webviewer'), readonly_delete=False,
             workdir=None, keep=False, name='health_orthanc tests', lua=None,
-            viewer_secret=None, viewer_script=VIEWER_SCRIPT):
+            viewer_secret=None, viewer_script=VIEWER_SCRIPT,
+            index_database=None):
         self.user = user
+        # Debian's orthanc-postgresql: Orthanc's index in this database of
+        # the machine's PostgreSQL (a URI), as large archives run it.
+        self.index_database = index_database
         # With a secret, Orthanc runs the viewer-access script as the README
         # configures it: no built-in authentication, the script decides.
         self.viewer_secret = viewer_secret
@@ -159,7 +180,8 @@ class OrthancServer:
             'DicomPort': self.dicom_port,
             'Plugins': [os.path.join(PLUGINS_DIR, PLUGIN_FILES[p])
                 for p in self.plugins + (
-                    ('python',) if self.viewer_secret else ())],
+                    ('python',) if self.viewer_secret else ()) + (
+                    ('postgresql',) if self.index_database else ())],
             'StableAge': 2,
             'HttpTimeout': 10,
             'KeepAlive': True,
@@ -170,6 +192,8 @@ class OrthancServer:
             'StorageCompression': False,
             'WebViewer': {'CachePath': os.path.join(self.workdir, 'wvcache')},
         }
+        if self.index_database:
+            config['PostgreSQL'] = postgresql_index(self.index_database)
         if self.viewer_secret:
             config.update({
                     'AuthenticationEnabled': False,

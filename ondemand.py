@@ -97,7 +97,9 @@ class Series(metaclass=PoolMeta):
         """The series whose stored instances are missing or out of date:
         stored with another LastUpdate of the series, or not as many as
         the series has (one query for the list)."""
-        series_list = [s for s in series_list if s.server]
+        # A series Orthanc no longer has keeps what it had.
+        series_list = [s for s in series_list
+            if s.server and not s.missing_on_orthanc]
         if not series_list:
             return []
         stored = stored_instance_counts([s.id for s in series_list])

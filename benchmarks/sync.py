@@ -823,7 +823,8 @@ def setup_database(context, mirroring='all'):
     start = time.perf_counter()
     if context['db'] == 'postgresql' and from_template(DB_NAME):
         Pool.start()
-        Pool(DB_NAME).init()
+        # The template may hold another version of the module.
+        Pool(DB_NAME).init(update=[MODULE])
     else:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')  # SQLite's schema warnings
@@ -843,8 +844,9 @@ def setup_database(context, mirroring='all'):
 
 
 def template_name():
-    "PostgreSQL template of the module's database for this source."
-    return 'bench_tpl_%s_%s' % (MODULE, source_hash())
+    """PostgreSQL template with GNU Health and the module: a worker updates
+    only the module (its schema and data change as it is edited)."""
+    return 'bench_tpl_%s' % MODULE
 
 
 def psql(database, sql):
@@ -855,7 +857,7 @@ def psql(database, sql):
 
 
 def from_template(db_name):
-    """Create db_name from the template of this source: seconds, where
+    """Create db_name from the template: seconds, where
     trytond's DB_CACHE restore (pg_restore) fails on this machine and
     each worker would activate the module again (minutes)."""
     template = template_name()

@@ -75,8 +75,9 @@ test-postgresql: deps postgres
 demo: apt venv sao
 	$(PY) $(ROOT)/scripts/demo.py
 
-bench: deps
+bench: deps postgres
 	$(PY) $(ROOT)/benchmarks/sync.py
+	$(PY) $(ROOT)/benchmarks/sync.py --db postgresql --archive
 	$(PY) $(ROOT)/benchmarks/upload.py
 	$(PY) $(ROOT)/benchmarks/viewer_access.py
 

@@ -105,6 +105,8 @@ def main():
     sizes = [tuple(g or d for g, d in zip(s, SHAPES[0])) for s in sizes]
     if args.scale:
         sizes.append(SCALE_SIZE)
+    if args.archive_only:
+        sizes = []
     report = {'db': args.db, 'runs': {}}
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
@@ -112,8 +114,8 @@ def main():
     for size in sizes:
         report['runs'][size_name(size)] = run_size(size, args.db,
             args.profile, args.repeat)
-    base = report['runs'][size_name(sizes[0])]
     if args.scale:
+        base = report['runs'][size_name(sizes[0])]
         report['scale'] = scale_targets(base,
             report['runs'][size_name(SCALE_SIZE)],
             math.prod(SCALE_SIZE) / math.prod(sizes[0]))
@@ -144,6 +146,8 @@ def parse_args():
         help='also run %s from an Orthanc with its index in PostgreSQL '
         '(orthanc-postgresql; needs --db postgresql)'
         % ' and '.join(map(size_name, ARCHIVE_SIZES)))
+    parser.add_argument('--archive-only', action='store_true',
+        help='--archive without the other shapes')
     parser.add_argument('--db', choices=['sqlite', 'postgresql'],
         default='sqlite')
     parser.add_argument('--repeat', type=int, default=1, metavar='N',
@@ -154,6 +158,7 @@ def parse_args():
         '(times are then inflated)')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.archive = args.archive or args.archive_only
     if args.archive and args.db != 'postgresql':
         parser.error('--archive reads its Orthanc index from PostgreSQL: '
             'use it with --db postgresql')
@@ -266,12 +271,20 @@ def upload_parallel(server, files, expected):
     def uploader():
         with httpx.Client(auth=server.auth, timeout=120) as client:
             while (data := todo.get()) is not None:
-                try:
-                    response = client.post(server.url + '/instances',
-                        content=data)
-                    response.raise_for_status()
-                except httpx.HTTPError as exc:
-                    errors.append(exc)
+                for attempt in range(3):
+                    try:
+                        response = client.post(server.url + '/instances',
+                            content=data)
+                        response.raise_for_status()
+                        break
+                    except httpx.TransportError as exc:
+                        # Orthanc closed an idle keep-alive connection
+                        # as the upload started on it: send it again.
+                        if attempt == 2:
+                            errors.append(exc)
+                    except httpx.HTTPError as exc:
+                        errors.append(exc)
+                        break
 
     threads = [threading.Thread(target=uploader, daemon=True)
         for _ in range(UPLOAD_THREADS)]
@@ -873,8 +886,11 @@ def from_template(db_name):
 def save_template(db_name):
     from trytond import backend
     backend.Database(db_name).close()
-    psql('postgres', 'CREATE DATABASE "%s" TEMPLATE "%s"' % (
-            template_name(), db_name))
+    try:
+        psql('postgres', 'CREATE DATABASE "%s" TEMPLATE "%s"' % (
+                template_name(), db_name))
+    except subprocess.CalledProcessError:
+        log('   template not saved (another run saved it meanwhile?)')
 
 
 def drop_database(context):

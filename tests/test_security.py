@@ -65,7 +65,9 @@ PEOPLE_FIELDS = {
 SERVER_SETTINGS = {'label', 'domain', 'proxy_domain', 'user', 'password',
     'verify_tls', 'ca_bundle', 'timeout',
     # Viewer links: admin settings (tests/test_viewer_rpc.py: who reads).
-    'viewer_secret', 'viewer_token_lifetime'}
+    'viewer_secret', 'viewer_token_lifetime',
+    # Instance mirroring (issue 15; tests/test_ondemand_rpc.py: who writes).
+    'instance_mirroring'}
 # Written by trytond itself on every write.
 TRYTON_FIELDS = {'id', 'create_uid', 'create_date', 'write_uid',
     'write_date', 'rec_name'}

@@ -10,6 +10,9 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 PG_URI ?= postgresql://postgres@127.0.0.1:5432/
 APT_PACKAGES := orthanc orthanc-dicomweb orthanc-webviewer orthanc-python chromium
+# The imaging report to the PACS: trytond's Report.convert runs soffice
+# (LibreOffice headless); the tests read the PDF back with pdftotext.
+APT_PACKAGES += libreoffice-writer-nogui poppler-utils
 export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 

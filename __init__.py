@@ -4,6 +4,7 @@ from trytond.pool import Pool
 from . import (
     clinical, imaging, ir, legacy, problems, roles, server, stream, study,
     sync, upload, viewer, viewer_log)
+from . import report_pacs
 
 
 def register():
@@ -49,6 +50,9 @@ def register():
         viewer.Study,
         viewer.Series,
         viewer.Patient,
+        report_pacs.ImagingTestResult,
+        report_pacs.Instance,
+        report_pacs.Cron,
         module='health_orthanc', type_='model')
     Pool.register(
         server.ConnectNewOrthancServer,

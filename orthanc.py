@@ -6,6 +6,7 @@ a size limit (see Limits and the bounded transport), certificates are
 verified by default and no credential ever reaches an exception text or a
 log line (they travel only in the Authorization header).
 """
+import base64
 import contextvars
 import dataclasses
 import datetime
@@ -825,6 +826,32 @@ class OrthancClient:
         except NotFound:
             return False
         return True
+
+    # -- documents (report back to the PACS) --
+
+    def store_pdf_in_study(self, study_id, pdf, tags):
+        """Store pdf (bytes) as a DICOM Encapsulated PDF in a new series of
+        the study: Orthanc copies the patient and study tags from the
+        parent.  tags: DICOM keywords of the new series (title, modality,
+        series description...).  Returns (instance id, series id)."""
+        content = 'data:application/pdf;base64,' + base64.b64encode(
+            pdf).decode('ascii')
+        created = self._json(self._api.post_tools_create_dicom, json={
+                'Parent': _check_id(study_id), 'Tags': dict(tags),
+                'Content': content}, expect=dict)
+        instance_id = str(created.get('ID') or '')
+        instance = self._json(self._api.get_instances_id,
+            _check_id(instance_id), expect=dict)
+        return instance_id, str(instance.get('ParentSeries') or '')
+
+    def instance_pdf(self, instance_id):
+        "The PDF document of an Encapsulated PDF instance."
+        response = self._check(self._send(self._api.get_instances_id_pdf,
+                _check_id(instance_id), kind='image'))
+        if not response.content.startswith(b'%PDF'):
+            raise NotOrthanc('%s did not answer a PDF document' % self.url,
+                response.status_code)
+        return response.content
 
     # -- viewer access (orthanc_side/viewer_access.py) --
 

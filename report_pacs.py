@@ -19,6 +19,7 @@ import datetime
 import logging
 import subprocess
 
+from genshi.template.eval import UndefinedError
 from trytond.exceptions import UserError
 from trytond.i18n import gettext
 from trytond.model import ModelView, fields
@@ -249,7 +250,9 @@ class ImagingTestResult(metaclass=PoolMeta):
         Report = Pool().get(REPORT_NAME, type='report')
         try:
             extension, content, _, _ = Report.execute([self.id], {})
-        except (OSError, subprocess.SubprocessError) as exc:
+        except (OSError, subprocess.SubprocessError, UndefinedError) as exc:
+            # No soffice, LibreOffice timed out, or the template misses a
+            # value (e.g. the user has no company for the footer).
             raise ReportFailure(gettext(
                     'health_orthanc.msg_report_not_rendered',
                     result=self.rec_name, reason=str(exc)))

@@ -30,7 +30,7 @@ from trytond.transaction import Transaction, without_check_access
 
 from . import orthanc, roles
 from .clinical import PreviewCache
-from .server import describe_error
+from .exceptions import describe_error
 
 logger = logging.getLogger(__name__)
 

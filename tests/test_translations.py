@@ -49,18 +49,19 @@ class TranslationsTestCase(unittest.TestCase):
                 wanted = {translations.key(e) for e in template}
                 stale = [e for e in catalogue if not e.obsolete
                     and translations.key(e) not in wanted]
-                self.assertEqual(len(new), 0, '%s.po lacks %d string(s) of the '
-                    'module (%s):\n%s' % (lang, len(new), HOW_TO,
+                self.assertEqual(len(new), 0, '%s.po lacks %d string(s) '
+                    'of the module (%s):\n%s' % (lang, len(new), HOW_TO,
                         describe(new)))
-                self.assertEqual(len(stale), 0, '%s.po holds %d string(s) the '
-                    'module no longer has (%s):\n%s' % (lang, len(stale),
+                self.assertEqual(len(stale), 0, '%s.po holds %d string(s) '
+                    'the module no longer has (%s):\n%s' % (lang, len(stale),
                         HOW_TO, describe(stale)))
                 todo = translations.untranslated(catalogue)
-                self.assertEqual(len(todo), 0, '%s.po: %d untranslated or fuzzy '
-                    '(%s):\n%s' % (lang, len(todo), HOW_TO, describe(todo)))
+                self.assertEqual(len(todo), 0, '%s.po: %d untranslated or '
+                    'fuzzy (%s):\n%s' % (lang, len(todo), HOW_TO,
+                        describe(todo)))
                 wrong = translations.placeholder_errors(catalogue)
-                self.assertEqual(len(wrong), 0, '%s.po: placeholders differ from '
-                    'the source:\n%s' % (lang, describe(wrong)))
+                self.assertEqual(len(wrong), 0, '%s.po: placeholders '
+                    'differ from the source:\n%s' % (lang, describe(wrong)))
 
     @with_transaction()
     def test_catalogues_load_for_a_user_of_the_language(self):

@@ -6,8 +6,9 @@
       Activate health_orthanc in a throwaway SQLite database (the test
       suite's cached one when its sources match), let Tryton extract every
       string (Set Translations, Update Translations, then the export
-      wizard's logic) and write locale/LANG.po for each LANG (default: all
-      shipped languages): translations kept, new strings empty, a
+      wizard's logic) and write locale/LANG.po for each LANG (default: the
+      languages whose locale/LANG.po exists; name a language to start
+      its catalogue): translations kept, new strings empty, a
       reworded string keeps its old translation marked fuzzy, vanished
       strings dropped.
   scripts/locale.py --missing LANG [> todo.json]
@@ -108,7 +109,8 @@ def main():
     if args.apply:
         return apply(*args.apply)
     import translations
-    export(args.languages or translations.LANGUAGES)
+    export(args.languages or translations.existing_languages()
+        or translations.LANGUAGES)
     return 0
 
 

@@ -126,3 +126,46 @@ class TranslationsTestCase(unittest.TestCase):
                         compared += 1
                     self.assertTrue(compared or not expected,
                         'none of the checked strings is translated')
+
+    def test_merge_keeps_translations(self):
+        """The tool's merge: translations kept, new strings empty, a
+        reworded field keeps its old translation as fuzzy, dropped
+        strings removed; --apply refuses a lost placeholder."""
+        import polib
+
+        def catalogue(*entries):
+            result = polib.POFile()
+            for context, source, text in entries:
+                result.append(polib.POEntry(msgctxt=context, msgid=source,
+                        msgstr=text))
+            return result
+        existing = catalogue(
+            ('field:m,a:', 'Study', 'Estudio'),
+            ('field:m,b:', 'Study date', 'Fecha del estudio'),
+            ('view:m:', 'Gone', 'Desaparecido'))
+        template = catalogue(
+            ('field:m,a:', 'Study', ''),
+            ('field:m,b:', 'Date of the study', ''),
+            ('model:ir.message,text:msg', 'Server "%(server)s"', ''))
+        merged = {e.msgctxt: e for e in translations.merge(
+                template, existing, 'es')}
+        self.assertEqual(sorted(merged), ['field:m,a:', 'field:m,b:',
+                'model:ir.message,text:msg'])
+        self.assertEqual(merged['field:m,a:'].msgstr, 'Estudio')
+        self.assertEqual(merged['field:m,b:'].msgstr, 'Fecha del estudio')
+        self.assertIn('fuzzy', merged['field:m,b:'].flags)
+        self.assertEqual(merged['field:m,b:'].previous_msgid, 'Study date')
+        self.assertEqual(merged['model:ir.message,text:msg'].msgstr, '')
+        result = catalogue(*[(e.msgctxt, e.msgid, e.msgstr)
+                for e in merged.values()])
+        result[1].flags = ['fuzzy']
+        filled, problems = translations.apply(result, [
+                {'context': 'model:ir.message,text:msg',
+                    'source': 'Server "%(server)s"',
+                    'translation': 'Servidor'}])
+        self.assertEqual((filled, len(problems)), (0, 1))
+        filled, problems = translations.apply(result, {
+                'Date of the study': 'Fecha del estudio',
+                'Server "%(server)s"': 'Servidor "%(server)s"'})
+        self.assertEqual((filled, problems), (2, []))
+        self.assertEqual(translations.untranslated(result), [])

@@ -12,9 +12,11 @@
       reworded string keeps its old translation marked fuzzy, vanished
       strings dropped.
   scripts/locale.py --missing LANG [> todo.json]
-      Print the untranslated and fuzzy entries of locale/LANG.po as JSON
-      (with a suggestion taken from trytond's and GNU Health's catalogues
-      when one exists). Run the export first so that new strings are in.
+      Print the untranslated and fuzzy entries of locale/LANG.po as JSON:
+      a source already translated elsewhere in the catalogue comes with
+      that translation ("prefilled"), others with a "suggestion" from
+      trytond's and GNU Health's catalogues when one exists. Run the
+      export first so that new strings are in.
   scripts/locale.py --apply LANG todo.json
       Write the translations of todo.json into locale/LANG.po: the
       --missing list with each "translation" filled, or a mapping
@@ -50,10 +52,10 @@ def throwaway_database():
 
 
 def export(languages):
-    # trytond's SQLite backend warns about every constraint it skips.
-    warnings.simplefilter('ignore')
     throwaway_database()
     from trytond.tests.test_tryton import DB_NAME, activate_module
+    # trytond's SQLite backend warns about every constraint it skips.
+    warnings.simplefilter('ignore')
     from trytond.transaction import Transaction
     import translations
     activate_module(translations.MODULE)
@@ -79,7 +81,10 @@ def missing(lang):
         translations.suggestions(lang))
     json.dump(items, sys.stdout, ensure_ascii=False, indent=1)
     sys.stdout.write('\n')
-    print('%s: %d to translate' % (lang, len(items)), file=sys.stderr)
+    prefilled = sum(1 for item in items if item.get('prefilled'))
+    print('%s: %d to translate, %d prefilled from the same source elsewhere '
+        'in the catalogue (review them)' % (lang, len(items), prefilled),
+        file=sys.stderr)
 
 
 def apply(lang, path):

@@ -149,6 +149,11 @@ class TranslationsTestCase(unittest.TestCase):
             ('model:ir.message,text:msg', 'Server "%(server)s"', ''))
         merged = {e.msgctxt: e for e in translations.merge(
                 template, existing, 'es')}
+        prefilled = translations.missing_json(catalogue(
+                ('field:m,a:', 'Study', 'Estudio'),
+                ('field:n,a:', 'Study', '')))
+        self.assertEqual([(i['translation'], i.get('prefilled'))
+                for i in prefilled], [('Estudio', True)])
         self.assertEqual(sorted(merged), ['field:m,a:', 'field:m,b:',
                 'model:ir.message,text:msg'])
         self.assertEqual(merged['field:m,a:'].msgstr, 'Estudio')

@@ -197,8 +197,12 @@ def suggestions(lang):
 
 def missing_json(catalogue, hints=None):
     """The entries to translate as a list of dicts, the format --apply
-    reads back once each has its "translation"."""
+    reads back once each has its "translation". A new string whose source
+    is translated elsewhere in the catalogue comes with that translation
+    ("prefilled": review it where the context changes the meaning)."""
     hints = hints or {}
+    own = {e.msgid: e.msgstr for e in catalogue
+        if not e.obsolete and e.msgstr and 'fuzzy' not in e.flags}
     items = []
     for entry in untranslated(catalogue):
         item = {
@@ -209,7 +213,10 @@ def missing_json(catalogue, hints=None):
             }
         if entry.previous_msgid:
             item['previous_source'] = entry.previous_msgid
-        if entry.msgid in hints and not entry.msgstr:
+        if not entry.msgstr and entry.msgid in own:
+            item['translation'] = own[entry.msgid]
+            item['prefilled'] = True
+        elif entry.msgid in hints and not entry.msgstr:
             item['suggestion'] = hints[entry.msgid]
         items.append(item)
     return items

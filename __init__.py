@@ -2,8 +2,8 @@
 from trytond.pool import Pool
 
 from . import (
-    clinical, imaging, ir, legacy, problems, roles, server, stream, study,
-    sync, upload, viewer, viewer_log)
+    clinical, imaging, ir, legacy, problems, reconcile, roles, server, stream,
+    study, sync, upload, viewer, viewer_log)
 
 
 def register():
@@ -49,6 +49,10 @@ def register():
         viewer.Study,
         viewer.Series,
         viewer.Patient,
+        reconcile.UploadFile,
+        reconcile.Study,
+        reconcile.ReconcileStart,
+        reconcile.ReconcileConfirm,
         module='health_orthanc', type_='model')
     Pool.register(
         server.ConnectNewOrthancServer,
@@ -57,5 +61,6 @@ def register():
         upload.UploadImageData,
         clinical.AttachToImagingTest,
         clinical.LinkPatient,
+        reconcile.Reconcile,
         *roles.role_checked_wizards(),
         module='health_orthanc', type_='wizard')

@@ -125,6 +125,7 @@ WIZARDS = [
     'gnuhealth.imaging_orthanc.upload_image_data',
     'gnuhealth.imaging_orthanc.series_instances.attach',
     'gnuhealth.imaging_orthanc.study.link_patient',
+    'gnuhealth.imaging_orthanc.study.reconcile',
     ]
 
 

@@ -32,6 +32,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from . import upload_frames
+
 __all__ = ['Identity', 'NotRewritable', 'Rewritten', 'rewrite_stream',
     'rewrite_bytes', 'original_patient_ids']
 
@@ -83,30 +85,15 @@ class Rewritten:
     changed: bool
 
 
-class _Recorder(io.RawIOBase):
+class _Recorder(upload_frames._ViewFile):
     """A file pydicom can read (and seek back in) over a one-pass stream:
     what was read is kept, so the header's bytes are at hand afterwards."""
 
     def __init__(self, stream, length):
+        self.buffer = bytearray()
+        super().__init__(self.buffer)
         self._stream = stream
         self._length = length
-        self.buffer = bytearray()
-        self._position = 0
-
-    def readable(self):
-        return True
-
-    def seekable(self):
-        return True
-
-    def tell(self):
-        return self._position
-
-    def seek(self, offset, whence=io.SEEK_SET):
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position,
-            io.SEEK_END: self._length}[whence]
-        self._position = max(0, base + offset)
-        return self._position
 
     def _fill(self, end):
         end = min(end, self._length)
@@ -119,11 +106,8 @@ class _Recorder(io.RawIOBase):
             self.buffer += piece
 
     def readinto(self, target):
-        self._fill(self._position + len(target))
-        piece = self.buffer[self._position:self._position + len(target)]
-        target[:len(piece)] = piece
-        self._position += len(piece)
-        return len(piece)
+        self._fill(self.tell() + len(target))
+        return super().readinto(target)
 
 
 def _encodable(value, charsets):

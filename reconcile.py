@@ -33,7 +33,7 @@ from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from . import dicom_identity, import_files, orthanc, roles, stream
-from .clinical import describe_differences, identity_differences
+from .clinical import LinkPatient, describe_differences
 from .exceptions import OrthancUploadError
 from .server import describe_error
 
@@ -310,24 +310,16 @@ class Reconcile(Wizard):
             'patient': patients.pop().id if len(patients) == 1 else None,
             }
 
-    def differences(self):
-        by_study = {s: identity_differences(s, self.start.patient)
-            for s in self.records}
-        return {s: d for s, d in by_study.items() if d}
+    # The link wizard's checks: what the DICOM identity says that the
+    # chosen patient is not, and its confirmation page.
+    differences = LinkPatient.differences
+    default_confirm = LinkPatient.default_confirm
 
     def transition_reconcile(self):
         Pool().get(STUDY).check_reconcilable(list(self.records))
         if self.differences():
             return 'confirm'
         return self._reconcile({})
-
-    def default_confirm(self, fields):
-        return {
-            'patient': self.start.patient.id,
-            'differences': '\n'.join('%s: %s' % (
-                        study.rec_name, describe_differences(found))
-                for study, found in self.differences().items()),
-            }
 
     def transition_reconcile_anyway(self):
         return self._reconcile(self.differences())

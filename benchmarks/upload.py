@@ -317,10 +317,18 @@ def trytond_server(context, name):
     port = stack.free_port()
     conf = stack.write_trytond_conf(os.path.join(workdir, 'trytond.conf'),
         data_dir=workdir, listen='127.0.0.1:%d' % port)
-    password = stack.new_password()
     database = 'bench_upload'
-    stack.create_database(conf, workdir, database, password,
-        log=os.path.join(workdir, 'admin.log'))
+    template = os.path.join(context['workdir'], 'template.sqlite')
+    if os.path.exists(template):
+        # A copy of the first scenario's fresh database (trytond-admin
+        # takes minutes on a busy machine).
+        password = context['admin_password']
+        shutil.copyfile(template, stack.sqlite_file(workdir, database))
+    else:
+        password = context['admin_password'] = stack.new_password()
+        stack.create_database(conf, workdir, database, password,
+            log=os.path.join(workdir, 'admin.log'))
+        shutil.copyfile(stack.sqlite_file(workdir, database), template)
     url = 'http://127.0.0.1:%d/' % port
     trytond = stack.start_trytond(conf, url,
         os.path.join(workdir, 'trytond.log'))

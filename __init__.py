@@ -53,6 +53,7 @@ def register():
         reconcile.Study,
         reconcile.ReconcileStart,
         reconcile.ReconcileConfirm,
+        roles.ActionGroup,
         module='health_orthanc', type_='model')
     Pool.register(
         server.ConnectNewOrthancServer,

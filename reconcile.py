@@ -301,9 +301,7 @@ class Reconcile(Wizard):
     reconcile_anyway = StateTransition()
 
     def default_start(self, fields):
-        Study = Pool().get(STUDY)
         studies = list(self.records)
-        Study.check_reconcilable(studies)
         patients = {s.patient for s in studies} - {None}
         return {
             'studies': [s.id for s in studies],

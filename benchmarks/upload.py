@@ -411,7 +411,11 @@ PUID = 'BENCH-PUID-1'
 
 def new_patient(rpc):
     "A GNU Health patient (the reconciliation target); its id."
-    party, = rpc('model.party.party.create', [{'name': 'Ada',
+    # The defaults first, as the clients send them (GNU Health needs some).
+    editable = [name for name, field in rpc('model.party.party.fields_get',
+            None, {}).items() if not field.get('readonly')]
+    defaults = rpc('model.party.party.default_get', editable, False, {})
+    party, = rpc('model.party.party.create', [{**defaults, 'name': 'Ada',
                 'lastname': 'Bench', 'is_person': True, 'is_patient': True,
                 'gender': 'f', 'ref': PUID, 'dob': {'__class__': 'date',
                     'year': 1961, 'month': 4, 'day': 3}}], {})

@@ -414,7 +414,11 @@ def new_patient(rpc):
     # The defaults first, as the clients send them (GNU Health needs some).
     editable = [name for name, field in rpc('model.party.party.fields_get',
             None, {}).items() if not field.get('readonly')]
-    defaults = rpc('model.party.party.default_get', editable, False, {})
+    defaults = {name: [('create', value)]
+        if isinstance(value, list) and value and isinstance(value[0], dict)
+        else value
+        for name, value in rpc('model.party.party.default_get', editable,
+            False, {}).items()}
     party, = rpc('model.party.party.create', [{**defaults, 'name': 'Ada',
                 'lastname': 'Bench', 'is_person': True, 'is_patient': True,
                 'gender': 'f', 'ref': PUID, 'dob': {'__class__': 'date',

@@ -2,8 +2,8 @@
 from trytond.pool import Pool
 
 from . import (
-    clinical, imaging, ir, legacy, problems, roles, server, stream, study,
-    sync, upload, viewer, viewer_log)
+    clinical, imaging, ir, legacy, problems, reconcile, roles, server, stream,
+    study, upload, viewer, viewer_log)
 
 
 def register():
@@ -14,16 +14,11 @@ def register():
         study.PatientOrthancStudy,
         study.StudySeries,
         study.SeriesInstances,
-        sync.SyncServer,
-        sync.SyncStudy,
-        sync.SyncSeries,
-        sync.SyncInstance,
         problems.SyncProblem,
         problems.ProblemServer,
         problems.ProblemStudy,
-        sync.GetNewStudiesStart,
-        sync.FullSynchronizeStart,
-        sync.SyncResult,
+        server.SyncStart,
+        server.SyncResult,
         imaging.Patient,
         imaging.ImagingTestRequest,
         imaging.ImagingTestResult,
@@ -32,9 +27,6 @@ def register():
         stream.UploadFile,
         ir.View,
         ir.Cron,
-        clinical.Study,
-        clinical.Series,
-        clinical.Instance,
         clinical.LinkPatientStart,
         clinical.LinkPatientConfirm,
         legacy.OrthancPatient,
@@ -49,13 +41,19 @@ def register():
         viewer.Study,
         viewer.Series,
         viewer.Patient,
+        reconcile.UploadFile,
+        reconcile.Study,
+        reconcile.ReconcileStart,
+        reconcile.ReconcileConfirm,
+        roles.ActionGroup,
         module='health_orthanc', type_='model')
     Pool.register(
         server.ConnectNewOrthancServer,
-        sync.GetNewStudies,
-        sync.FullSynchronize,
+        server.GetNewStudies,
+        server.FullSynchronize,
         upload.UploadImageData,
         clinical.AttachToImagingTest,
         clinical.LinkPatient,
+        reconcile.Reconcile,
         *roles.role_checked_wizards(),
         module='health_orthanc', type_='wizard')

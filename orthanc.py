@@ -130,6 +130,7 @@ class Limits:
     changes: int = 16_000_000  # one page of /changes
     metadata: int = 64_000_000  # studies, series, instances, upload answers
     image: int = 32_000_000  # a rendered preview
+    file: int = 512_000_000  # a stored DICOM file read back (reconcile)
 
     def __post_init__(self):
         for item in dataclasses.fields(self):
@@ -763,6 +764,11 @@ class OrthancClient:
             raise NotOrthanc('%s did not answer a PNG image' % self.url,
                 response.status_code)
         return content
+
+    def instance_file(self, instance_id):
+        "The stored DICOM file of an instance, as bytes."
+        return self._check(self._send(self._api.get_instances_id_file,
+                _check_id(instance_id), kind='file')).content
 
     # -- writing --
 

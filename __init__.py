@@ -3,7 +3,7 @@ from trytond.pool import Pool
 
 from . import (
     clinical, imaging, ir, legacy, problems, roles, server, stream, study,
-    sync, upload, viewer, viewer_log)
+    sync, upload, viewer, viewer_log, worklist, worklist_link)
 
 
 def register():
@@ -49,7 +49,18 @@ def register():
         viewer.Study,
         viewer.Series,
         viewer.Patient,
+        worklist.WorklistItem,
+        worklist.ServerConfig,
+        worklist.ImagingTestType,
+        worklist.ImagingTestRequest,
+        worklist.Party,
+        worklist.Cron,
         module='health_orthanc', type_='model')
+    # Only with GNU Health's health_imaging_worklist activated.
+    Pool.register(
+        worklist_link.ImagingTestRequest,
+        module='health_orthanc', type_='model',
+        depends=['health_imaging_worklist'])
     Pool.register(
         server.ConnectNewOrthancServer,
         sync.GetNewStudies,

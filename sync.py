@@ -838,9 +838,10 @@ class SyncStudy(metaclass=PoolMeta):
         Request = Pool().get('gnuhealth.imaging.test.request')
         by_key = {}
         uids = [s.study_instance_UID for s in studies]
-        if 'merge_id' in Request._fields:
-            for request in Request.search([('merge_id', 'in', uids)]):
-                by_key[('uid', request.merge_id)] = request
+        # The worklist's StudyInstanceUID (merge_id with
+        # health_imaging_worklist, else the module's own: worklist.py).
+        for uid, request in Request.by_study_uids(uids).items():
+            by_key[('uid', uid)] = request
         accessions = [s.accession_number for s in studies
             if s.accession_number]
         if accessions:
@@ -885,6 +886,8 @@ class SyncStudy(metaclass=PoolMeta):
             logger.info("%s Orthanc studies not linked to the imaging "
                 "request of another patient (link review: conflict)",
                 conflicts)
+        if linked:
+            Request.worklist_study_arrived(list(linked))
         if 'worklist_status' in Request._fields:
             done = [r for r in linked if r.worklist_status != 'done']
             if done:
@@ -897,9 +900,8 @@ class SyncStudy(metaclass=PoolMeta):
         by_key = {}
         for result in results:
             request = result.request
-            merge_id = getattr(request, 'merge_id', None)
-            if merge_id:
-                by_key[('uid', merge_id)] = request
+            for uid in request.study_uid_keys():
+                by_key[('uid', uid)] = request
             if request.request:
                 by_key[('acc', request.request)] = request
         if not by_key:

@@ -139,6 +139,9 @@ class WorklistItem(ModelSQL, ModelView):
                     ]):
             existing.setdefault(item.request.id, []).append(item)
         servers = cls.servers_for(requests)
+        Pool().get('gnuhealth.imaging.test.request').generate_worklist_uids(
+            [r for r in requests if r.id in servers
+                and not r.worklist_removal_reason()])
         to_create, to_write, changed = [], [], []
         for request in requests:
             server = servers.get(request.id)
@@ -434,14 +437,21 @@ class ImagingTestRequest(metaclass=PoolMeta):
         return None
 
     def worklist_study_uid(self):
-        "The StudyInstanceUID of the item, generated once and kept."
-        if not self.worklist_uid:
-            uid = generate_uid()
-            with Transaction().set_context({REFRESHING: True}), \
-                    without_check_access():
-                self.__class__.write([self], {'worklist_uid': uid})
-            self.worklist_uid = uid
+        "The StudyInstanceUID of the item (see generate_worklist_uids)."
         return self.worklist_uid
+
+    @classmethod
+    def generate_worklist_uids(cls, requests):
+        "Give the requests that have none a StudyInstanceUID, kept."
+        missing = [r for r in requests if not r.worklist_study_uid()]
+        if not missing:
+            return
+        to_write = []
+        for request in missing:
+            request.worklist_uid = generate_uid()
+            to_write.extend(([request], {'worklist_uid': request.worklist_uid}))
+        with Transaction().set_context({REFRESHING: True}):
+            cls.write(*to_write)
 
     def worklist_station_ae(self):
         test_type = self.requested_test.test_type

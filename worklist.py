@@ -540,7 +540,12 @@ class ImagingTestRequest(metaclass=PoolMeta):
                     'order': r.request,
                     'doctor': r.doctor.id,
                     } for r in performed if r.id not in have_result])
-        cls.done(performed)
+        # Creating a result links its studies, which may have ended some
+        # requests already (this method, again): only the others now.
+        performed = [r for r in cls.browse([r.id for r in performed])
+            if r.state == 'requested']
+        if performed:
+            cls.done(performed)
 
 
 class Party(metaclass=PoolMeta):

@@ -162,6 +162,8 @@ class WorklistMixin:
                 'password': cls.folder_orthanc.password,
                 'worklist_delivery': 'folder',
                 'worklist_folder': cls.folder})
+        for server in (cls.script_server, cls.folder_server):
+            imaging_admin.button(SERVER, 'check_connection', [server])
         admin = cls.admin
         unit, = admin.search('product.uom', [('name', '=', 'Unit')])
         cls.tests = {}

@@ -25,7 +25,6 @@ when a target is missed (it is a measurement).
 """
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -50,22 +49,12 @@ def log(text):
     print(text, file=sys.stderr, flush=True)
 
 
-def source_hash():
-    digest = hashlib.sha1()
-    for folder, dirs, files in sorted(os.walk(ROOT)):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.')
-            and d not in {'tests', 'benchmarks', 'build', 'web', 'icons'})
-        for name in sorted(files):
-            if name.endswith(('.py', '.xml', '.cfg')):
-                path = os.path.join(folder, name)
-                with open(path, 'rb') as stream:
-                    digest.update(path.encode() + stream.read())
-    return digest.hexdigest()
+# The database settings and its cache (keyed by the module's sources) of
+# the sync benchmark.
+sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+import sync as sync_benchmark  # noqa: E402
 
-
-os.environ.update({'TRYTOND_DATABASE_URI': 'sqlite://', 'DB_NAME': ':memory:',
-        'DB_CACHE': os.path.join(os.environ.get('BENCH_DB_CACHE',
-                '/tmp/dbcache-bench'), source_hash())})
+os.environ.update(sync_benchmark.db_environ('sqlite', 'worklist'))
 
 from orthanc_server import OrthancServer  # noqa: E402
 
@@ -145,12 +134,13 @@ def setup(script_orthanc, folder_orthanc, folder):
         parties = Party.create([{'name': 'Zoë %d' % n,
                     'lastname': 'Núñez 李', 'is_person': True,
                     'is_patient': True, 'gender': 'f', 'ref': 'BP%05d' % n,
+                    'fed_country': None,
                     'dob': datetime.date(1970, 1, 1)} for n in range(100)])
         patients = [p.id for p in Patient.create([{'party': p.id}
                     for p in parties])]
         doctor_party, = Party.create([{'name': 'Greg', 'lastname': 'House',
                     'is_person': True, 'is_healthprof': True,
-                    'gender': 'm'}])
+                    'gender': 'm', 'fed_country': None}])
         doctor, = Professional.create([{'party': doctor_party.id}])
         transaction.commit()
     return {'db': DB_NAME, 'script': script.id, 'folder': folder_server.id,

@@ -33,7 +33,7 @@ from trytond.pyson import Eval
 from trytond.transaction import Transaction, without_check_access
 
 from . import orthanc, roles, worklist_dicom
-from .server import describe_error
+from .exceptions import describe_error
 
 logger = logging.getLogger(__name__)
 
@@ -505,15 +505,9 @@ class ImagingTestRequest(metaclass=PoolMeta):
         return [self.worklist_uid] if self.worklist_uid else []
 
     @classmethod
-    def by_study_uids(cls, uids):
-        "{StudyInstanceUID: request} of the requests the UIDs name."
-        found = {}
-        uids = [u for u in uids if u]
-        if not uids:
-            return found
-        for request in cls.search([('worklist_uid', 'in', uids)]):
-            found[request.worklist_uid] = request
-        return found
+    def study_uid_domain(cls, uids):
+        "The domain of the requests whose StudyInstanceUID is in uids."
+        return ('worklist_uid', 'in', uids)
 
     @classmethod
     def worklist_study_arrived(cls, requests):

@@ -26,13 +26,9 @@ class ImagingTestRequest(metaclass=PoolMeta):
                 + super().study_uid_keys()))
 
     @classmethod
-    def by_study_uids(cls, uids):
-        found = super().by_study_uids(uids)
-        missing = [u for u in uids if u and u not in found]
-        if missing:
-            for request in cls.search([('merge_id', 'in', missing)]):
-                found[request.merge_id] = request
-        return found
+    def study_uid_domain(cls, uids):
+        return ['OR', ('merge_id', 'in', uids),
+            super().study_uid_domain(uids)]
 
     @classmethod
     def done(cls, requests):

@@ -405,7 +405,7 @@ class ImagingTestRequest(metaclass=PoolMeta):
             if REQUEST_FIELDS & set(values):
                 requests.extend(records)
         Pool().get('gnuhealth.imaging_orthanc.worklist_item'
-            ).refresh_requests(cls.browse({r.id for r in requests}))
+            ).refresh_requests(cls.browse(sorted({r.id for r in requests})))
 
     @classmethod
     def delete(cls, requests):

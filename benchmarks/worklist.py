@@ -131,13 +131,20 @@ def setup(script_orthanc, folder_orthanc, folder):
                         'test_type': test_type.id,
                         'product': template.products[0].id}])
             tests.append(test.id)
-        parties = Party.create([{'name': 'Zoë %d' % n,
+        # One at a time: GNU Health numbers parties per create call.
+        parties = [Party.create([{'name': 'Zoë %d' % n,
                     'lastname': 'Núñez 李', 'is_person': True,
                     'is_patient': True, 'gender': 'f', 'ref': 'BP%05d' % n,
                     'fed_country': None,
-                    'dob': datetime.date(1970, 1, 1)} for n in range(100)])
-        patients = [p.id for p in Patient.create([{'party': p.id}
-                    for p in parties])]
+                    'dob': datetime.date(1970, 1, 1)}])[0]
+            for n in range(100)]
+        # GNU Health may have made the patients of is_patient parties.
+        have = {p.party.id for p in Patient.search([
+                    ('party', 'in', [p.id for p in parties])])}
+        Patient.create([{'party': p.id} for p in parties
+                if p.id not in have])
+        patients = [p.id for p in Patient.search([
+                    ('party', 'in', [p.id for p in parties])])]
         doctor_party, = Party.create([{'name': 'Greg', 'lastname': 'House',
                     'is_person': True, 'is_healthprof': True,
                     'gender': 'm', 'fed_country': None}])

@@ -448,8 +448,8 @@ class ImagingTestRequest(metaclass=PoolMeta):
             return
         to_write = []
         for request in missing:
-            request.worklist_uid = generate_uid()
-            to_write.extend(([request], {'worklist_uid': request.worklist_uid}))
+            uid = request.worklist_uid = generate_uid()
+            to_write.extend(([request], {'worklist_uid': uid}))
         with Transaction().set_context({REFRESHING: True}):
             cls.write(*to_write)
 

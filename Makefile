@@ -79,6 +79,7 @@ bench: deps
 	$(PY) $(ROOT)/benchmarks/sync.py
 	$(PY) $(ROOT)/benchmarks/upload.py
 	$(PY) $(ROOT)/benchmarks/viewer_access.py
+	$(PY) $(ROOT)/benchmarks/worklist.py
 
 clean:
 	rm -rf $(BUILD) $(VENV)

@@ -3,7 +3,7 @@ from trytond.pool import Pool
 
 from . import (
     clinical, imaging, ir, legacy, problems, reconcile, roles, server, stream,
-    study, upload, viewer, viewer_log)
+    study, upload, viewer, viewer_log, worklist, worklist_link)
 
 
 def register():
@@ -46,7 +46,18 @@ def register():
         reconcile.ReconcileStart,
         reconcile.ReconcileConfirm,
         roles.ActionGroup,
+        worklist.WorklistItem,
+        worklist.ServerConfig,
+        worklist.ImagingTestType,
+        worklist.ImagingTestRequest,
+        worklist.Party,
+        worklist.Cron,
         module='health_orthanc', type_='model')
+    # Only with GNU Health's health_imaging_worklist activated.
+    Pool.register(
+        worklist_link.ImagingTestRequest,
+        module='health_orthanc', type_='model',
+        depends=['health_imaging_worklist'])
     Pool.register(
         server.ConnectNewOrthancServer,
         server.GetNewStudies,

@@ -844,6 +844,20 @@ class OrthancClient:
             return None
         return str(status.get('Proof') or '') or None
 
+    # -- worklist (orthanc_side/worklist.py) --
+
+    def update_worklist(self, route, put=(), remove=()):
+        """Put worklist items ({'uid', 'dicom' (base64 .wl), 'date',
+        'modality'}) and remove others (StudyInstanceUIDs) in one call to
+        the Orthanc-side script; its answer ({'Put', 'Removed', 'Count'})."""
+        return self._json(self._api.post, self.url + route,
+            json={'put': list(put), 'remove': list(remove)}, expect=dict)
+
+    def worklist_uids(self, route):
+        "The StudyInstanceUIDs of the items the Orthanc-side script holds."
+        answer = self._json(self._api.get, self.url + route, expect=dict)
+        return [str(uid) for uid in answer.get('Items') or []]
+
     def answers_anonymously(self):
         "True when Orthanc serves its REST API to a request without login."
         response = self._send(self._api.get, self.url + '/system', auth=None)

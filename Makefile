@@ -9,7 +9,7 @@ VENV := $(ROOT)/.venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 PG_URI ?= postgresql://postgres@127.0.0.1:5432/
-APT_PACKAGES := orthanc orthanc-dicomweb orthanc-webviewer orthanc-python chromium
+APT_PACKAGES := orthanc orthanc-dicomweb orthanc-webviewer orthanc-python chromium dcmtk
 # The imaging report to the PACS: trytond's Report.convert runs soffice
 # (LibreOffice headless); the tests read the PDF back with pdftotext.
 APT_PACKAGES += libreoffice-writer-nogui poppler-utils
@@ -82,6 +82,7 @@ bench: deps
 	$(PY) $(ROOT)/benchmarks/sync.py
 	$(PY) $(ROOT)/benchmarks/upload.py
 	$(PY) $(ROOT)/benchmarks/viewer_access.py
+	$(PY) $(ROOT)/benchmarks/worklist.py
 
 clean:
 	rm -rf $(BUILD) $(VENV)

@@ -131,6 +131,7 @@ class Limits:
     changes: int = 16_000_000  # one page of /changes
     metadata: int = 64_000_000  # studies, series, instances, upload answers
     image: int = 32_000_000  # a rendered preview
+    file: int = 512_000_000  # a stored DICOM file read back (reconcile)
 
     def __post_init__(self):
         for item in dataclasses.fields(self):
@@ -765,6 +766,11 @@ class OrthancClient:
                 response.status_code)
         return content
 
+    def instance_file(self, instance_id):
+        "The stored DICOM file of an instance, as bytes."
+        return self._check(self._send(self._api.get_instances_id_file,
+                _check_id(instance_id), kind='file')).content
+
     # -- writing --
 
     def upload(self, name, data, zip_files=None):
@@ -864,6 +870,20 @@ class OrthancClient:
         except NotFound:
             return None
         return str(status.get('Proof') or '') or None
+
+    # -- worklist (orthanc_side/worklist.py) --
+
+    def update_worklist(self, route, put=(), remove=()):
+        """Put worklist items ({'uid', 'dicom' (base64 .wl), 'date',
+        'modality'}) and remove others (StudyInstanceUIDs) in one call to
+        the Orthanc-side script; its answer ({'Put', 'Removed', 'Count'})."""
+        return self._json(self._api.post, self.url + route,
+            json={'put': list(put), 'remove': list(remove)}, expect=dict)
+
+    def worklist_uids(self, route):
+        "The StudyInstanceUIDs of the items the Orthanc-side script holds."
+        answer = self._json(self._api.get, self.url + route, expect=dict)
+        return [str(uid) for uid in answer.get('Items') or []]
 
     def answers_anonymously(self):
         "True when Orthanc serves its REST API to a request without login."

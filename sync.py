@@ -610,10 +610,9 @@ def _link_requests(studies):
 
 def request_keys(request):
     "The keys by which a request names its study (see study_keys)."
-    keys = []
-    merge_id = getattr(request, 'merge_id', None)
-    if merge_id:
-        keys.append(('uid', merge_id))
+    # The worklist's StudyInstanceUID (merge_id with
+    # health_imaging_worklist, else the module's own: worklist.py).
+    keys = [('uid', uid) for uid in request.study_uid_keys()]
     if request.request:
         keys.append(('acc', request.request))
     return keys
@@ -630,10 +629,8 @@ def study_keys(study):
 def requests_by_key(studies):
     "Requests matching the studies, keyed by ('uid'|'acc', value)."
     Request = Pool().get('gnuhealth.imaging.test.request')
-    clauses = []
-    if 'merge_id' in Request._fields:
-        clauses.append(('merge_id', 'in',
-                [s.study_instance_UID for s in studies]))
+    clauses = [Request.study_uid_domain(
+            [s.study_instance_UID for s in studies])]
     accessions = [s.accession_number for s in studies if s.accession_number]
     if accessions:
         clauses.append(('request', 'in', accessions))
@@ -681,6 +678,8 @@ def _write_request_links(studies, by_key, results):
         logger.info("%s Orthanc studies not linked to the imaging "
             "request of another patient (link review: conflict)",
             conflicts)
+    if linked:
+        Request.worklist_study_arrived(list(linked))
     if 'worklist_status' in Request._fields:
         done = [r for r in linked if r.worklist_status != 'done']
         if done:

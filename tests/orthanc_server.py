@@ -76,8 +76,14 @@ class OrthancServer:
     def __init__(self, *, user='orthanc', password=None,
             plugins=('dicomweb', 'webviewer'), readonly_delete=False,
             workdir=None, keep=False, name='health_orthanc tests', lua=None,
-            viewer_secret=None, viewer_script=VIEWER_SCRIPT):
+            viewer_secret=None, viewer_script=VIEWER_SCRIPT,
+            dicom=False, worklists_folder=None, extra_config=None):
         self.user = user
+        # dicom: the DICOM server listens (C-FIND, C-STORE from dcmtk);
+        # worklists_folder: the ModalityWorklists plugin serves it.
+        self.dicom = dicom or bool(worklists_folder)
+        self.worklists_folder = worklists_folder
+        self.extra_config = dict(extra_config or {})
         # With a secret, Orthanc runs the viewer-access script as the README
         # configures it: no built-in authentication, the script decides.
         self.viewer_secret = viewer_secret
@@ -170,6 +176,16 @@ class OrthancServer:
             'StorageCompression': False,
             'WebViewer': {'CachePath': os.path.join(self.workdir, 'wvcache')},
         }
+        if self.dicom:
+            config.update({'DicomServerEnabled': True,
+                    'DicomAlwaysAllowFindWorklist': True,
+                    'DicomAlwaysAllowStore': True})
+        if self.worklists_folder:
+            config['Plugins'].append(os.path.join(PLUGINS_DIR,
+                    PLUGIN_FILES['worklists']))
+            config['Worklists'] = {'Enable': True,
+                'Database': self.worklists_folder}
+        config.update(self.extra_config)
         if self.viewer_secret:
             config.update({
                     'AuthenticationEnabled': False,

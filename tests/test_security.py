@@ -41,9 +41,11 @@ BUTTONS = {
     (STUDY, 'link_patient'): IMAGING,
     (STUDY, 'unlink_patient'): IMAGING,
     (STUDY, 'delete_study'): {ADMIN},
+    (STUDY, 'reconcile_patient'): {ADMIN},
     (SERIES, 'delete_series'): {ADMIN},
     (INSTANCE, 'attach_image_to_imaging_test_report'): CLINICAL,
     }
+RECONCILE = 'gnuhealth.imaging_orthanc.study.reconcile'
 WIZARDS = {
     ADD_SERVER: {ADMIN},
     GET_NEW_STUDIES: IMAGING,
@@ -51,9 +53,10 @@ WIZARDS = {
     UPLOAD: IMAGING,
     LINK: IMAGING,
     ATTACH: CLINICAL,
+    RECONCILE: {ADMIN},
     }
 # Wizards launched on records rather than from a menu.
-WIZARD_MODELS = {LINK: STUDY, ATTACH: INSTANCE}
+WIZARD_MODELS = {LINK: STUDY, ATTACH: INSTANCE, RECONCILE: STUDY}
 # Fields people may write; everything else is copied from Orthanc or set by
 # GNU Health itself.
 PEOPLE_FIELDS = {

@@ -24,8 +24,8 @@ from trytond.transaction import Transaction
 
 from . import links, orthanc, roles
 from .clinical import (
-    MAX_CANDIDATES, _previews, delete_on_orthanc, is_not_an_image,
-    log_deletion, raise_delete_errors, split_person_name)
+    MAX_CANDIDATES, _previews, delete_on_orthanc, log_deletion,
+    raise_delete_errors, split_person_name)
 from .exceptions import ImagingLinkError, OrthancServerError, describe_error
 
 logger = logging.getLogger(__name__)
@@ -703,13 +703,11 @@ class SeriesInstances(MirroredChild, ModelSQL, ModelView):
     def _preview(self):
         "(PNG, None) or (None, why there is no preview)."
         server = self.server
-        key = (Transaction().database.name, server.id, self.orthanc_UID)
         try:
-            image = _previews.get(key,
-                lambda: server.client.preview(self.orthanc_UID))
+            image = self._fetch_preview()
+        except orthanc.NotAnImage:
+            return None, gettext('health_orthanc.msg_preview_not_image')
         except orthanc.OrthancError as exc:
-            if is_not_an_image(exc):
-                return None, gettext('health_orthanc.msg_preview_not_image')
             logger.info("No preview of %s from %s: %s",
                 self.orthanc_UID, server.label, exc)
             return None, gettext('health_orthanc.msg_preview_failed',
@@ -774,19 +772,21 @@ class SeriesInstances(MirroredChild, ModelSQL, ModelView):
             Attachment.create(to_create)
 
     def _image_to_attach(self):
-        server = self.server
-        key = (Transaction().database.name, server.id, self.orthanc_UID)
-        try:
-            with server.errors('msg_attach_failed', OrthancServerError,
-                    instance=self.rec_name):
-                return _previews.get(key,
-                    lambda: server.client.preview(self.orthanc_UID))
-        except OrthancServerError as exc:
-            if is_not_an_image(exc.__cause__):
+        with self.server.errors('msg_attach_failed', OrthancServerError,
+                instance=self.rec_name):
+            try:
+                return self._fetch_preview()
+            except orthanc.NotAnImage as exc:
                 raise ImagingLinkError(gettext(
                         'health_orthanc.msg_attach_not_image',
                         instance=self.rec_name)) from exc
-            raise
+
+    def _fetch_preview(self):
+        "The instance's PNG through the short-lived preview cache."
+        server = self.server
+        key = (Transaction().database.name, server.id, self.orthanc_UID)
+        return _previews.get(key,
+            lambda: server.client.preview(self.orthanc_UID))
 
     @classmethod
     def attachment_names(cls, instances):

@@ -31,7 +31,7 @@ from . import orthanc
 from .dicom import clean, dicom_date, dicom_int, person_name
 from .bulk import bulk_create
 from .exceptions import OrthancSyncError, describe_error
-from .study import LINK_REVIEW_CLEARED
+from .study import LINK_REVIEW_CLEARED, study_summary
 
 logger = logging.getLogger(__name__)
 
@@ -793,8 +793,6 @@ def study_values(server, tree):
     patient = tree.study.get('PatientMainDicomTags', {})
     date = dicom_date(tags.get('StudyDate'))
     uid = clean(tags.get('StudyInstanceUID')) or tree.study['ID']
-    modalities = sorted({s.get('MainDicomTags', {}).get('Modality')
-            for s in tree.series} - {None, ''})
     performing = next(filter(None, (
                 s.get('MainDicomTags', {}).get(tag)
                 for s in tree.series
@@ -818,9 +816,9 @@ def study_values(server, tree):
         'patient_birth_date': dicom_date(
             patient.get('PatientBirthDate')),
         'patient_sex': clean(patient.get('PatientSex')),
-        'modalities': ', '.join(modalities) or None,
-        'series_count': len(tree.series),
-        'instance_count': len(tree.instances),
+        **study_summary(
+            [s.get('MainDicomTags', {}).get('Modality') for s in tree.series],
+            len(tree.series), len(tree.instances)),
         'last_update': tree.study.get('LastUpdate'),
         'missing_on_orthanc': False,
         }

@@ -25,7 +25,6 @@ def register():
         upload.UploadImageDataStart,
         upload.UploadImageDataResult,
         stream.UploadFile,
-        ir.View,
         ir.Cron,
         clinical.LinkPatientStart,
         clinical.LinkPatientConfirm,

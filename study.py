@@ -726,9 +726,10 @@ class SeriesInstances(MirroredChild, ModelSQL, ModelView):
 
     # --- attaching to imaging results -----------------------------------
     @classmethod
-    @ModelView.button
+    @ModelView.button_action('health_orthanc.act_attach_to_imaging_test')
     def attach_image_to_imaging_test_report(cls, instances):
-        cls.attach_to_imaging_test(instances)
+        """Open the attach wizard (the one path that attaches, also in the
+        list's actions); the name is gnuhealth-orthanc 5.0.4's."""
 
     @classmethod
     def attach_to_imaging_test(cls, instances):

@@ -42,6 +42,23 @@ class HealthOrthancTestCase(ModuleTestCase):
         checked, = upload.check_files(b'DICOM?', 'x.dcm')
         self.assertIsInstance(checked, upload_frames.CheckedFile)
 
+    @with_transaction()
+    def test_upload_widget_only_on_its_form(self):
+        "The upload form's clients get binary_dicom; Tryton's schema stays."
+        from lxml import etree
+
+        from trytond.pool import Pool
+        pool = Pool()
+        View = pool.get('ir.ui.view')
+        Start = pool.get('gnuhealth.imaging_orthanc.upload_image_data.start')
+        view = Start.fields_view_get(view_type='form')
+        arch = etree.fromstring(view['arch'])
+        field, = arch.xpath('//field[@name="data_to_upload"]')
+        self.assertEqual(field.get('widget'), 'binary_dicom')
+        for type_ in ['form', 'tree', 'list-form']:
+            self.assertNotIn(b'binary_dicom',
+                etree.tostring(View.get_rng(type_)))
+
     def test_limits_from_trytond_conf(self):
         from trytond.modules.health_orthanc import limits
         self.assertEqual(limits.answer_limits().metadata, 64_000_000)

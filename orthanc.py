@@ -444,10 +444,12 @@ class OrthancClient:
     """One Orthanc server: a pyorthanc (httpx) client, hence one pool."""
 
     def __init__(self, url, user=None, password=None, *, timeout=30.0,
-            verify=True, limits=None):
+            verify=True, limits=None, transport=None):
         """timeout: the deadline of each request, in seconds, from
         connecting to the last byte of the answer (retry included).
-        limits: the largest answers accepted (Limits)."""
+        limits: the largest answers accepted (Limits).
+        transport: an httpx transport instead of the bounded one (the one
+        fake-transport test of an error path)."""
         if not timeout or timeout <= 0:
             raise ValueError('a positive timeout is required')
         self.url, user, password = _split_credentials(url, user, password)
@@ -459,7 +461,7 @@ class OrthancClient:
         # transports for them, without the bounds.
         self._api = pyorthanc.Orthanc(self.url, user, password,
             return_raw_response=True, timeout=httpx.Timeout(timeout),
-            transport=_BoundedTransport(_ssl_context(verify)),
+            transport=transport or _BoundedTransport(_ssl_context(verify)),
             trust_env=False, event_hooks={'request': [self._counted]})
 
     def _counted(self, request):
@@ -473,6 +475,11 @@ class OrthancClient:
 
     def close(self):
         self._api.close()
+
+    @property
+    def closed(self):
+        "Whether the client was closed (its connections released)."
+        return self._api.is_closed
 
     def __enter__(self):
         return self
@@ -876,7 +883,7 @@ def _zip_file_count(data):
 
 # --- One client per server per process -------------------------------------
 
-_CACHE_SIZE = 32
+CLIENT_CACHE_SIZE = 32  # clients kept by client_for, the least used closed
 _cache = OrderedDict()
 _cache_lock = threading.Lock()
 _cache_pid = None
@@ -905,8 +912,17 @@ def client_for(url, user, password, *, timeout=30.0, verify=True,
             verify=verify, limits=limits)
         _cache[key] = client
         evicted = []
-        while len(_cache) > _CACHE_SIZE:
+        while len(_cache) > CLIENT_CACHE_SIZE:
             evicted.append(_cache.popitem(last=False)[1])
     for old in evicted:
         old.close()
     return client
+
+
+def close_clients():
+    "Close and forget every client client_for keeps."
+    with _cache_lock:
+        clients = list(_cache.values())
+        _cache.clear()
+    for client in clients:
+        client.close()

@@ -25,6 +25,7 @@ def register():
         upload.UploadImageDataStart,
         upload.UploadImageDataResult,
         stream.UploadFile,
+        ir.View,
         ir.Cron,
         clinical.LinkPatientStart,
         clinical.LinkPatientConfirm,

@@ -154,11 +154,6 @@ def upload_client(server):
             limits.upload_timeout()))
 
 
-# The widget of the GNU Health GTK client and of custom.js (SAO) that reads
-# several files and frames them (see upload_frames.py).
-UPLOAD_WIDGET = 'binary_dicom'
-
-
 class UploadImageDataStart(ModelView):
     "Upload Image Data"
     __name__ = 'gnuhealth.imaging_orthanc.upload_image_data.start'
@@ -180,15 +175,6 @@ class UploadImageDataStart(ModelView):
         domain=[If(Bool(Eval('patient')),
                 ('patient', '=', Eval('patient', -1)), ())],
         help="Link the uploaded studies to this imaging test result")
-
-    @classmethod
-    def parse_view(cls, tree, type, *args, **kwargs):
-        # The clients' upload widget is named here rather than in the view's
-        # XML, which Tryton's view schema (left as it is for every other
-        # form) would refuse.
-        for node in tree.xpath('//field[@name="data_to_upload"]'):
-            node.set('widget', UPLOAD_WIDGET)
-        return super().parse_view(tree, type, *args, **kwargs)
 
     @classmethod
     def default_server(cls):

@@ -43,8 +43,8 @@ class HealthOrthancTestCase(ModuleTestCase):
         self.assertIsInstance(checked, upload_frames.CheckedFile)
 
     @with_transaction()
-    def test_upload_widget_only_on_its_form(self):
-        "The upload form's clients get binary_dicom; Tryton's schema stays."
+    def test_upload_widget_only_in_forms(self):
+        "The upload form's clients get binary_dicom, allowed in forms only."
         from lxml import etree
 
         from trytond.pool import Pool
@@ -55,7 +55,8 @@ class HealthOrthancTestCase(ModuleTestCase):
         arch = etree.fromstring(view['arch'])
         field, = arch.xpath('//field[@name="data_to_upload"]')
         self.assertEqual(field.get('widget'), 'binary_dicom')
-        for type_ in ['form', 'tree', 'list-form']:
+        self.assertIn(b'binary_dicom', etree.tostring(View.get_rng('form')))
+        for type_ in ['tree', 'list-form', 'graph', 'calendar']:
             self.assertNotIn(b'binary_dicom',
                 etree.tostring(View.get_rng(type_)))
 

@@ -1,6 +1,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+from lxml import etree
+
 from trytond.config import config
+from trytond.pool import Pool
 from trytond.tests.test_tryton import ModuleTestCase, with_transaction
+
+UPLOAD_START = 'gnuhealth.imaging_orthanc.upload_image_data.start'
 
 
 class HealthOrthancTestCase(ModuleTestCase):
@@ -45,20 +50,16 @@ class HealthOrthancTestCase(ModuleTestCase):
     @with_transaction()
     def test_upload_widget_only_in_forms(self):
         "The upload form's clients get binary_dicom, allowed in forms only."
-        from lxml import etree
-
-        from trytond.pool import Pool
-        pool = Pool()
-        View = pool.get('ir.ui.view')
-        Start = pool.get('gnuhealth.imaging_orthanc.upload_image_data.start')
-        view = Start.fields_view_get(view_type='form')
-        arch = etree.fromstring(view['arch'])
-        field, = arch.xpath('//field[@name="data_to_upload"]')
+        def schema(type_):
+            return etree.tostring(Pool().get('ir.ui.view').get_rng(type_))
+        arch = Pool().get(UPLOAD_START).fields_view_get(view_type='form')[
+            'arch']
+        field, = etree.fromstring(arch).xpath(
+            '//field[@name="data_to_upload"]')
         self.assertEqual(field.get('widget'), 'binary_dicom')
-        self.assertIn(b'binary_dicom', etree.tostring(View.get_rng('form')))
+        self.assertIn(b'binary_dicom', schema('form'))
         for type_ in ['tree', 'list-form', 'graph', 'calendar']:
-            self.assertNotIn(b'binary_dicom',
-                etree.tostring(View.get_rng(type_)))
+            self.assertNotIn(b'binary_dicom', schema(type_))
 
     def test_limits_from_trytond_conf(self):
         from trytond.modules.health_orthanc import limits

@@ -14,6 +14,8 @@ import unittest
 
 from trytond.tests.test_tryton import doctest_checker, doctest_teardown
 
+from .orthanc_server import orthanc_available
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PACKAGE = 'trytond.modules.health_orthanc.'
 
@@ -58,6 +60,9 @@ def _scenario_test(path):
     return test
 
 
+@unittest.skipUnless(orthanc_available(),
+    'the scenarios drive a real Orthanc: the Orthanc executable (Debian '
+    'orthanc) is not installed')
 class ScenarioTestCase(unittest.TestCase):
     "Scenarios driven with proteus against a real Orthanc"
 

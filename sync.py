@@ -28,9 +28,10 @@ from trytond.tools import grouped_slice
 from trytond.transaction import Transaction
 
 from . import orthanc
+from .dicom import clean, dicom_date, dicom_int, person_name
 from .bulk import bulk_create
 from .exceptions import OrthancSyncError, describe_error
-from .study import LINK_REVIEW_CLEARED
+from .study import LINK_REVIEW_CLEARED, study_summary
 
 logger = logging.getLogger(__name__)
 
@@ -790,10 +791,8 @@ def changed_values(record, values):
 def study_values(server, tree):
     tags = tree.study.get('MainDicomTags', {})
     patient = tree.study.get('PatientMainDicomTags', {})
-    date = orthanc.dicom_date(tags.get('StudyDate'))
+    date = dicom_date(tags.get('StudyDate'))
     uid = clean(tags.get('StudyInstanceUID')) or tree.study['ID']
-    modalities = sorted({s.get('MainDicomTags', {}).get('Modality')
-            for s in tree.series} - {None, ''})
     performing = next(filter(None, (
                 s.get('MainDicomTags', {}).get(tag)
                 for s in tree.series
@@ -809,17 +808,17 @@ def study_values(server, tree):
         'description': clean(tags.get('StudyDescription')),
         'accession_number': clean(tags.get('AccessionNumber')),
         'institution': clean(tags.get('InstitutionName')),
-        'referring_physician_name': clean(orthanc.person_name(
+        'referring_physician_name': clean(person_name(
                 tags.get('ReferringPhysicianName'))),
-        'performing_physician_name': clean(orthanc.person_name(performing)),
-        'patient_name': clean(orthanc.person_name(patient.get('PatientName'))),
+        'performing_physician_name': clean(person_name(performing)),
+        'patient_name': clean(person_name(patient.get('PatientName'))),
         'patient_id': clean(patient.get('PatientID')),
-        'patient_birth_date': orthanc.dicom_date(
+        'patient_birth_date': dicom_date(
             patient.get('PatientBirthDate')),
         'patient_sex': clean(patient.get('PatientSex')),
-        'modalities': ', '.join(modalities) or None,
-        'series_count': len(tree.series),
-        'instance_count': len(tree.instances),
+        **study_summary(
+            [s.get('MainDicomTags', {}).get('Modality') for s in tree.series],
+            len(tree.series), len(tree.instances)),
         'last_update': tree.study.get('LastUpdate'),
         'missing_on_orthanc': False,
         }
@@ -827,7 +826,7 @@ def study_values(server, tree):
 
 def series_values(server, study, series, instance_count):
     tags = series.get('MainDicomTags', {})
-    number = orthanc.dicom_int(tags.get('SeriesNumber'))
+    number = dicom_int(tags.get('SeriesNumber'))
     return {
         'server': server.id,
         'study': study.id,
@@ -844,7 +843,7 @@ def series_values(server, study, series, instance_count):
 
 def instance_values(server, series, instance):
     tags = instance.get('MainDicomTags', {})
-    number = orthanc.dicom_int(tags.get('InstanceNumber'))
+    number = dicom_int(tags.get('InstanceNumber'))
     fits = number is None or number in INTEGER_RANGE
     return {
         'server': server.id,
@@ -857,11 +856,3 @@ def instance_values(server, series, instance):
         'instance_number_text': None if fits else str(number),
         'image_position_patient': clean(tags.get('ImagePositionPatient')),
         }
-
-
-def clean(value):
-    "Orthanc's text for a tag, None when empty; no NUL (PostgreSQL refuses)."
-    if value is None:
-        return None
-    value = str(value).replace('\x00', '').strip()
-    return value or None

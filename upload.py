@@ -150,11 +150,8 @@ def send_files(client, checked, names, report, identity=None):
 def upload_client(server):
     """A pooled adapter client for uploads: the server's settings with a
     deadline long enough for Orthanc to store a large archive."""
-    verify = (server.ca_bundle or True) if server.verify_tls else False
-    return orthanc.client_for(server.domain, server.user, server.password,
-        timeout=max(server.timeout or DEFAULT_TIMEOUT,
-            limits.upload_timeout()),
-        verify=verify, limits=limits.answer_limits())
+    return server.client_with_timeout(max(server.timeout or DEFAULT_TIMEOUT,
+            limits.upload_timeout()))
 
 
 class UploadImageDataStart(ModelView):

@@ -44,19 +44,18 @@ when a target is missed (it is a measurement).
 import argparse
 import base64
 import contextlib
-import hashlib
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
 
+import harness
+from harness import log, reset_peak_rss, rss_mb
+
 MODULE = 'health_orthanc'
-ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 DB_CACHE_ROOT = os.environ.get('BENCH_DB_CACHE', '/tmp/dbcache-bench-upload')
 WIZARD = 'gnuhealth.imaging_orthanc.upload_image_data'
 ROWS = COLUMNS = 512
@@ -66,10 +65,6 @@ TARGETS = {'wizard_vs_floor': 2.0, 'upload_memory_vs_payload': 3.0,
 # trytond may grow by this much plus twice the largest file (issue 14).
 ROUTE_FIXED_MB = 64
 ROUTE_SCENARIOS = ('route', 'route_reconcile')
-
-
-def log(*args):
-    print('[bench]', *args, file=sys.stderr, flush=True)
 
 
 # --- Parent -----------------------------------------------------------------
@@ -189,36 +184,10 @@ def frame_files(files, path):
 
 def spawn_worker(scenario, context):
     "Run one scenario in a fresh interpreter; return its JSON result."
-    log('-- %s' % scenario)
-    cache = os.path.join(DB_CACHE_ROOT, source_hash())
-    env = dict(os.environ, PYTHONWARNINGS='ignore::DeprecationWarning',
-        TRYTOND_DATABASE_URI='sqlite://', DB_NAME=':memory:',
-        DB_CACHE=cache)
-    command = [sys.executable, os.path.realpath(__file__),
-        '--worker', scenario]
-    process = subprocess.run(command, env=env, stdout=subprocess.PIPE,
-        input=json.dumps(context), text=True)
-    if process.returncode:
-        raise RuntimeError('worker %s failed (exit %d)'
-            % (scenario, process.returncode))
-    result = json.loads(process.stdout.strip().splitlines()[-1])
+    result = harness.spawn_worker(__file__, scenario, context,
+        harness.sqlite_environ(DB_CACHE_ROOT))
     log('   %s' % result)
     return result
-
-
-def source_hash():
-    digest = hashlib.sha1()
-    for folder, dirs, files in sorted(os.walk(ROOT)):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.')
-            and d not in {'tests', 'benchmarks', 'build', 'web', 'icons',
-                'scripts', 'docs'})
-        for name in sorted(files):
-            if name.endswith(('.py', '.xml', '.cfg')):
-                path = os.path.join(folder, name)
-                digest.update(path[len(ROOT):].encode())
-                with open(path, 'rb') as stream:
-                    digest.update(stream.read())
-    return digest.hexdigest()[:16]
 
 
 def count_instances(orthanc):
@@ -281,7 +250,7 @@ def route_targets(report):
 
 
 def target(value, limit):
-    return {'value': round(value, 2), 'limit': limit, 'ok': value <= limit}
+    return harness.target(value, limit, digits=2)
 
 
 def print_summary(report):
@@ -505,24 +474,6 @@ def run_worker(scenario, context):
         context)
     print(json.dumps(result))
     return 0
-
-
-def reset_peak_rss(pid='self'):
-    "Reset VmHWM (Linux >= 4.0); False where the kernel refuses."
-    try:
-        with open('/proc/%s/clear_refs' % pid, 'w') as stream:
-            stream.write('5')
-        return True
-    except OSError:
-        return False
-
-
-def rss_mb(field, pid='self'):
-    with open('/proc/%s/status' % pid) as stream:
-        for line in stream:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def worker_floor(context):

@@ -9,7 +9,12 @@ VENV := $(ROOT)/.venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 PG_URI ?= postgresql://postgres@127.0.0.1:5432/
-APT_PACKAGES := orthanc orthanc-dicomweb orthanc-webviewer orthanc-python chromium orthanc-postgresql
+APT_PACKAGES := orthanc orthanc-dicomweb orthanc-webviewer orthanc-python chromium dcmtk
+# Large archives: Orthanc's index in PostgreSQL (benchmarks/sync.py --archive).
+APT_PACKAGES += orthanc-postgresql
+# The imaging report to the PACS: trytond's Report.convert runs soffice
+# (LibreOffice headless); the tests read the PDF back with pdftotext.
+APT_PACKAGES += libreoffice-writer-nogui poppler-utils
 export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -80,6 +85,7 @@ bench: deps postgres
 	$(PY) $(ROOT)/benchmarks/sync.py --db postgresql --archive
 	$(PY) $(ROOT)/benchmarks/upload.py
 	$(PY) $(ROOT)/benchmarks/viewer_access.py
+	$(PY) $(ROOT)/benchmarks/worklist.py
 
 clean:
 	rm -rf $(BUILD) $(VENV)

@@ -2,8 +2,9 @@
 from trytond.pool import Pool
 
 from . import (
-    clinical, imaging, ir, legacy, ondemand, problems, roles, server, stream,
-    study, upload, viewer, viewer_log)
+    clinical, imaging, ir, legacy, ondemand, problems, reconcile, roles, server,
+    stream, study, upload, viewer, viewer_log, worklist, worklist_link)
+from . import report_pacs
 
 
 def register():
@@ -41,9 +42,28 @@ def register():
         viewer.Study,
         viewer.Series,
         viewer.Patient,
+        reconcile.UploadFile,
+        reconcile.Study,
+        reconcile.ReconcileStart,
+        reconcile.ReconcileConfirm,
+        roles.ActionGroup,
+        worklist.WorklistItem,
+        worklist.ServerConfig,
+        worklist.ImagingTestType,
+        worklist.ImagingTestRequest,
+        worklist.Party,
+        worklist.Cron,
+        report_pacs.ImagingTestResult,
+        report_pacs.Instance,
+        report_pacs.Cron,
         ondemand.Server,
         ondemand.Series,
         module='health_orthanc', type_='model')
+    # Only with GNU Health's health_imaging_worklist activated.
+    Pool.register(
+        worklist_link.ImagingTestRequest,
+        module='health_orthanc', type_='model',
+        depends=['health_imaging_worklist'])
     Pool.register(
         server.ConnectNewOrthancServer,
         server.GetNewStudies,
@@ -51,5 +71,6 @@ def register():
         upload.UploadImageData,
         clinical.AttachToImagingTest,
         clinical.LinkPatient,
+        reconcile.Reconcile,
         *roles.role_checked_wizards(),
         module='health_orthanc', type_='wizard')

@@ -22,19 +22,14 @@ from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from . import orthanc
-from .exceptions import OrthancDeleteError
+from .exceptions import OrthancDeleteError, describe_error
 
 logger = logging.getLogger(__name__)
 
 STUDY = 'gnuhealth.imaging_orthanc.study'
 SERIES = 'gnuhealth.imaging_orthanc.study_series'
 INSTANCE = 'gnuhealth.imaging_orthanc.series_instances'
-# Orthanc's answer to /preview for what it cannot render (SR, PDF...).
-NOT_AN_IMAGE = 415
 MAX_CANDIDATES = 20
-# Failures that every further request to the same server would repeat.
-SERVER_DOWN = (orthanc.Unreachable, orthanc.Timeout, orthanc.TLSFailure,
-    orthanc.Unauthorized, orthanc.NotOrthanc)
 
 
 class PreviewCache:
@@ -59,13 +54,11 @@ class PreviewCache:
                 self._entries.move_to_end(key)
                 image, error = entry[1]
                 if error:
-                    raise orthanc.Rejected(error.reason, error.status)
+                    raise orthanc.NotAnImage(error.reason, error.status)
                 return image
         try:
             image, error = fetch(), None
-        except orthanc.OrthancError as exc:
-            if not is_not_an_image(exc):
-                raise
+        except orthanc.NotAnImage as exc:
             image, error = None, exc
         with self._lock:
             self._entries[key] = (now, (image, error))
@@ -82,10 +75,6 @@ class PreviewCache:
 
 
 _previews = PreviewCache()
-
-
-def is_not_an_image(exc):
-    return isinstance(exc, orthanc.Rejected) and exc.status == NOT_AN_IMAGE
 
 
 def log_deletion(Model, records):
@@ -110,15 +99,17 @@ def delete_on_orthanc(records, delete, message, values):
     for record in records:
         server = record.server
         try:
-            with server.errors(message, OrthancDeleteError, **values(record)):
-                if server.id in down:
-                    raise down[server.id]
-                delete(server.client, record.orthanc_UID)
-        except OrthancDeleteError as exc:
-            logger.warning("Orthanc deletion refused: %s", exc.message)
-            errors.append(exc)
-            if isinstance(exc.__cause__, SERVER_DOWN):
-                down[server.id] = exc.__cause__
+            if server.id in down:
+                raise down[server.id]
+            delete(server.client, record.orthanc_UID)
+        except orthanc.OrthancError as exc:
+            if isinstance(exc, orthanc.ServerDown):
+                down[server.id] = exc
+            error = OrthancDeleteError(gettext('health_orthanc.' + message,
+                    server=server.label, reason=describe_error(exc),
+                    **values(record)))
+            logger.warning("Orthanc deletion refused: %s", error.message)
+            errors.append(error)
         else:
             done.append(record)
     return done, errors

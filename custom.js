@@ -251,6 +251,15 @@
             }
             return record.field_get('server') || null;
         },
+        // The patient chosen in the same form: the files are given that
+        // patient's identity as they stream (import reconciliation).
+        stream_patient: function() {
+            var record = this.record;
+            if (!record || !record.model.fields.patient) {
+                return null;
+            }
+            return record.field_get('patient') || null;
+        },
         // Post each file to the streaming route, one at a time.
         stream: async function(files, server) {
             var record = this.record, field = this.field;
@@ -263,6 +272,7 @@
                 files: files.length, total: 0, sent_files: 0,
                 sent_bytes: 0, stored: 0, rejected: 0, skipped: 0,
                 cancelled: false, done: false, error: null,
+                patient: this.stream_patient(),
             };
             state.total = files.reduce((sum, f) => sum + f.size, 0);
             this.el.attr('data-stream', 'running');
@@ -311,9 +321,12 @@
         },
         post_file: function(server, reference, file, name, state) {
             var session = Sao.Session.current_session;
+            var params = {server: server, upload: reference, name: name};
+            if (state.patient) {
+                params.patient = state.patient;
+            }
             var url = '/' + session.database + '/health_orthanc/upload?' +
-                jQuery.param({server: server, upload: reference,
-                    name: name});
+                jQuery.param(params);
             return new Promise((resolve, reject) => {
                 var xhr = new XMLHttpRequest();
                 xhr.open('POST', url);

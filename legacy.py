@@ -13,7 +13,7 @@ from trytond.model import ModelSQL, ModelView, Unique, fields
 from trytond.pool import Pool
 
 from . import links
-from .study import viewer_links
+from .study import link_field, viewer_links
 
 SERVER_MODEL = 'gnuhealth.orthanc.config'
 STUDY = 'gnuhealth.imaging_orthanc.study'
@@ -85,12 +85,9 @@ class OrthancStudy(UniqueOrthancUuid, ModelSQL, ModelView):
     study = fields.Function(fields.Many2One(STUDY, 'Mirrored study',
             help="The same Orthanc study in the current mirror, if any"),
         'get_study')
-    ohif_viewer_link = fields.Function(fields.Char('OHIF Viewer'),
-        'get_links')
-    stone_viewer_link = fields.Function(fields.Char('Stone Viewer'),
-        'get_links')
-    orthanc_explorer_link = fields.Function(fields.Char('Orthanc Explorer'),
-        'get_links')
+    ohif_viewer_link = link_field('OHIF Viewer')
+    stone_viewer_link = link_field('Stone Viewer')
+    orthanc_explorer_link = link_field('Orthanc Explorer')
 
     @classmethod
     def get_links(cls, studies, names):

@@ -6,9 +6,9 @@ a size limit (see Limits and the bounded transport), certificates are
 verified by default and no credential ever reaches an exception text or a
 log line (they travel only in the Authorization header).
 """
+import base64
 import contextvars
 import dataclasses
-import datetime
 import io
 import os
 import re
@@ -26,12 +26,12 @@ import httpx
 import pyorthanc
 
 __all__ = [
-    'OrthancError', 'Unreachable', 'Timeout', 'TLSFailure', 'Unauthorized',
-    'NotFound', 'Rejected', 'NotOrthanc', 'DeadlineExceeded', 'TooLarge',
+    'OrthancError', 'ServerDown', 'Unreachable', 'Timeout', 'TLSFailure',
+    'Unauthorized', 'NotFound', 'Rejected', 'NotAnImage', 'NotOrthanc',
+    'DeadlineExceeded', 'TooLarge',
     'Limits', 'ServerInfo', 'Change', 'ChangesPage', 'StudyTree',
     'UploadedFile',
     'OrthancClient', 'client_for', 'redact', 'megabytes',
-    'person_name', 'dicom_date', 'dicom_int',
 ]
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -63,11 +63,16 @@ class OrthancError(Exception):
         return '%s (HTTP %s)' % (self.reason, self.status)
 
 
-class Unreachable(OrthancError):
+class ServerDown(OrthancError):
+    """A failure that every further request to the same server repeats
+    (callers stop asking that server for the rest of a batch)."""
+
+
+class Unreachable(ServerDown):
     "Connection refused, DNS failure, dropped connection."
 
 
-class Timeout(OrthancError):
+class Timeout(ServerDown):
     "The server did not answer in time."
 
 
@@ -97,11 +102,11 @@ class TooLarge(OrthancError):
         return {'kind': self.kind, 'limit': megabytes(self.limit)}
 
 
-class TLSFailure(OrthancError):
+class TLSFailure(ServerDown):
     "Certificate verification or another TLS problem."
 
 
-class Unauthorized(OrthancError):
+class Unauthorized(ServerDown):
     "HTTP 401: wrong user name or password."
 
 
@@ -113,7 +118,11 @@ class Rejected(OrthancError):
     "Any other non-2xx answer; .reason is Orthanc's own message."
 
 
-class NotOrthanc(OrthancError):
+class NotAnImage(Rejected):
+    "Orthanc cannot render the instance as an image (SR, PDF...)."
+
+
+class NotOrthanc(ServerDown):
     "Something answers, but it is not Orthanc's REST API."
 
 
@@ -130,6 +139,7 @@ class Limits:
     changes: int = 16_000_000  # one page of /changes
     metadata: int = 64_000_000  # studies, series, instances, upload answers
     image: int = 32_000_000  # a rendered preview
+    file: int = 512_000_000  # a stored DICOM file read back (reconcile)
 
     def __post_init__(self):
         for item in dataclasses.fields(self):
@@ -223,56 +233,12 @@ def redact(text):
     return _USERINFO.sub(r'\1', str(text))
 
 
-def person_name(value):
-    """Render a DICOM PN as 'FAMILY, GIVEN MIDDLE'.
-
-    Only the first non-empty component group is used: the ideographic and
-    phonetic groups (after '=') repeat the same name in other scripts.
-    """
-    if not value:
-        return ''
-    groups = [g for g in str(value).split('=') if g.strip('^ ')]
-    if not groups:
-        return ''
-    parts = [p.strip() for p in groups[0].split('^')] + [''] * 5
-    family, given, middle, prefix, suffix = parts[:5]
-    rest = ' '.join(p for p in (prefix, given, middle, suffix) if p)
-    return ', '.join(p for p in (family, rest) if p)
-
-
-def dicom_date(value):
-    "Parse a DA value ('YYYYMMDD', also 'YYYY.MM.DD'); None if unusable."
-    if not value:
-        return None
-    text = str(value).strip().replace('.', '').replace('-', '')
-    if len(text) < 8 or not text[:8].isdigit():
-        return None
+def _json_count(value):
+    "A count Orthanc's JSON gives as a number (or its text); 0 if none."
     try:
-        return datetime.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
-    except ValueError:
-        return None
-
-
-def dicom_int(value):
-    "Parse an IS value leniently ('3.0' -> 3, ' 7 ' -> 7); None if unusable."
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    text = str(value).split('\\')[0].strip()  # first value of a multi-value
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    if number != number or number in (float('inf'), float('-inf')):
-        return None
-    return int(number) if number.is_integer() else None
+        return max(int(value), 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _split_credentials(url, user, password):
@@ -479,10 +445,12 @@ class OrthancClient:
     """One Orthanc server: a pyorthanc (httpx) client, hence one pool."""
 
     def __init__(self, url, user=None, password=None, *, timeout=30.0,
-            verify=True, limits=None):
+            verify=True, limits=None, transport=None):
         """timeout: the deadline of each request, in seconds, from
         connecting to the last byte of the answer (retry included).
-        limits: the largest answers accepted (Limits)."""
+        limits: the largest answers accepted (Limits).
+        transport: an httpx transport instead of the bounded one (the one
+        fake-transport test of an error path)."""
         if not timeout or timeout <= 0:
             raise ValueError('a positive timeout is required')
         self.url, user, password = _split_credentials(url, user, password)
@@ -494,7 +462,7 @@ class OrthancClient:
         # transports for them, without the bounds.
         self._api = pyorthanc.Orthanc(self.url, user, password,
             return_raw_response=True, timeout=httpx.Timeout(timeout),
-            transport=_BoundedTransport(_ssl_context(verify)),
+            transport=transport or _BoundedTransport(_ssl_context(verify)),
             trust_env=False, event_hooks={'request': [self._counted]})
 
     def _counted(self, request):
@@ -508,6 +476,11 @@ class OrthancClient:
 
     def close(self):
         self._api.close()
+
+    @property
+    def closed(self):
+        "Whether the client was closed (its connections released)."
+        return self._api.is_closed
 
     def __enter__(self):
         return self
@@ -615,8 +588,8 @@ class OrthancClient:
         return ServerInfo(
             name=str(system.get('Name') or ''),
             version=str(system['Version']),
-            api_version=dicom_int(system['ApiVersion']) or 0,
-            study_count=dicom_int(statistics.get('CountStudies')) or 0,
+            api_version=_json_count(system['ApiVersion']),
+            study_count=_json_count(statistics.get('CountStudies')),
             # 'explorer.js' is the Explorer's extension hook, not a plugin.
             plugins=tuple(str(p) for p in plugins
                 if not str(p).endswith('.js')))
@@ -759,19 +732,24 @@ class OrthancClient:
         """PNG rendering of the first frame.
 
         Orthanc answers 415 with an empty body for what it cannot decode
-        (SR, encapsulated PDF...): that becomes Rejected(status=415).
+        (SR, encapsulated PDF...): that raises NotAnImage.
         """
         response = self._send(self._api.get_instances_id_preview,
             _check_id(instance_id), headers={'Accept': 'image/png'},
             kind='image')
         if response.status_code == 415:
-            raise Rejected('Orthanc cannot render this instance as an image',
-                415)
+            raise NotAnImage(
+                'Orthanc cannot render this instance as an image', 415)
         content = self._check(response).content
         if not content.startswith(PNG_MAGIC):
             raise NotOrthanc('%s did not answer a PNG image' % self.url,
                 response.status_code)
         return content
+
+    def instance_file(self, instance_id):
+        "The stored DICOM file of an instance, as bytes."
+        return self._check(self._send(self._api.get_instances_id_file,
+                _check_id(instance_id), kind='file')).content
 
     # -- writing --
 
@@ -835,6 +813,32 @@ class OrthancClient:
             return False
         return True
 
+    # -- documents (report back to the PACS) --
+
+    def store_pdf_in_study(self, study_id, pdf, tags):
+        """Store pdf (bytes) as a DICOM Encapsulated PDF in a new series of
+        the study: Orthanc copies the patient and study tags from the
+        parent.  tags: DICOM keywords of the new series (title, modality,
+        series description...).  Returns (instance id, series id)."""
+        content = 'data:application/pdf;base64,' + base64.b64encode(
+            pdf).decode('ascii')
+        created = self._json(self._api.post_tools_create_dicom, json={
+                'Parent': _check_id(study_id), 'Tags': dict(tags),
+                'Content': content}, expect=dict)
+        instance_id = str(created.get('ID') or '')
+        instance = self._json(self._api.get_instances_id,
+            _check_id(instance_id), expect=dict)
+        return instance_id, str(instance.get('ParentSeries') or '')
+
+    def instance_pdf(self, instance_id):
+        "The PDF document of an Encapsulated PDF instance."
+        response = self._check(self._send(self._api.get_instances_id_pdf,
+                _check_id(instance_id), kind='image'))
+        if not response.content.startswith(b'%PDF'):
+            raise NotOrthanc('%s did not answer a PDF document' % self.url,
+                response.status_code)
+        return response.content
+
     # -- viewer access (orthanc_side/viewer_access.py) --
 
     def viewer_access_proof(self, route, challenge):
@@ -846,6 +850,20 @@ class OrthancClient:
         except NotFound:
             return None
         return str(status.get('Proof') or '') or None
+
+    # -- worklist (orthanc_side/worklist.py) --
+
+    def update_worklist(self, route, put=(), remove=()):
+        """Put worklist items ({'uid', 'dicom' (base64 .wl), 'date',
+        'modality'}) and remove others (StudyInstanceUIDs) in one call to
+        the Orthanc-side script; its answer ({'Put', 'Removed', 'Count'})."""
+        return self._json(self._api.post, self.url + route,
+            json={'put': list(put), 'remove': list(remove)}, expect=dict)
+
+    def worklist_uids(self, route):
+        "The StudyInstanceUIDs of the items the Orthanc-side script holds."
+        answer = self._json(self._api.get, self.url + route, expect=dict)
+        return [str(uid) for uid in answer.get('Items') or []]
 
     def answers_anonymously(self):
         "True when Orthanc serves its REST API to a request without login."
@@ -901,7 +919,7 @@ def _zip_file_count(data):
 
 # --- One client per server per process -------------------------------------
 
-_CACHE_SIZE = 32
+CLIENT_CACHE_SIZE = 32  # clients kept by client_for, the least used closed
 _cache = OrderedDict()
 _cache_lock = threading.Lock()
 _cache_pid = None
@@ -930,8 +948,17 @@ def client_for(url, user, password, *, timeout=30.0, verify=True,
             verify=verify, limits=limits)
         _cache[key] = client
         evicted = []
-        while len(_cache) > _CACHE_SIZE:
+        while len(_cache) > CLIENT_CACHE_SIZE:
             evicted.append(_cache.popitem(last=False)[1])
     for old in evicted:
         old.close()
     return client
+
+
+def close_clients():
+    "Close and forget every client client_for keeps."
+    with _cache_lock:
+        clients = list(_cache.values())
+        _cache.clear()
+    for client in clients:
+        client.close()

@@ -15,7 +15,7 @@ from trytond.pool import Pool, PoolMeta
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction
 
-from .sync import clean
+from .dicom import clean
 
 SERVER_MODEL = 'gnuhealth.orthanc.config'
 # Trees retried per run: a long list of refused studies cannot make every

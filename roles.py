@@ -18,6 +18,7 @@ alone cannot:
 from functools import reduce
 from operator import or_
 
+from trytond.cache import Cache
 from trytond.i18n import gettext
 from trytond.model.exceptions import AccessError
 from trytond.pool import Pool, PoolMeta
@@ -87,6 +88,41 @@ def writable(records):
 
 # --- wizards ----------------------------------------------------------------
 
+# The groups of each wizard's actions: trytond reads them anew on every
+# call (about 0.2 s, most of a streamed file's overhead); cleared when an
+# action's groups change (ActionGroup below).
+_wizard_groups = Cache('health_orthanc.wizard_groups', context=False)
+
+
+def wizard_groups(wizard_name):
+    "The ids of the groups of the wizard's actions (cached)."
+    groups = _wizard_groups.get(wizard_name)
+    if groups is None:
+        ActionWizard = Pool().get('ir.action.wizard')
+        groups = sorted(ActionWizard.get_groups(wizard_name))
+        _wizard_groups.set(wizard_name, groups)
+    return set(groups)
+
+
+class ActionGroup(metaclass=PoolMeta):
+    __name__ = 'ir.action-res.group'
+
+    @classmethod
+    def create(cls, vlist):
+        _wizard_groups.clear()
+        return super().create(vlist)
+
+    @classmethod
+    def write(cls, *args):
+        _wizard_groups.clear()
+        super().write(*args)
+
+    @classmethod
+    def delete(cls, records):
+        _wizard_groups.clear()
+        super().delete(records)
+
+
 @without_check_access
 def check_wizard_role(wizard_name):
     """Refuse the wizard unless the user is in a group of one of its
@@ -96,7 +132,7 @@ def check_wizard_role(wizard_name):
     User = pool.get('res.user')
     if Transaction().user == 0:
         return
-    allowed = ActionWizard.get_groups(wizard_name)
+    allowed = wizard_groups(wizard_name)
     if not allowed & set(User.get_groups()):
         raise AccessError(gettext('health_orthanc.msg_role_wizard',
                 wizard=ActionWizard.get_name(wizard_name, None)))
@@ -125,6 +161,7 @@ WIZARDS = [
     'gnuhealth.imaging_orthanc.upload_image_data',
     'gnuhealth.imaging_orthanc.series_instances.attach',
     'gnuhealth.imaging_orthanc.study.link_patient',
+    'gnuhealth.imaging_orthanc.study.reconcile',
     ]
 
 

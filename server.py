@@ -51,6 +51,40 @@ def is_valid_url(value):
         and not parts.query and not parts.fragment)
 
 
+def invalid_url_message(url, label):
+    "Why url cannot be the URL of the server labelled label, or None."
+    if url and not is_valid_url(url):
+        return gettext('health_orthanc.msg_invalid_url',
+            url=orthanc.redact(url), server=label)
+    return None
+
+
+def make_client(domain, user, password, *, verify_tls=True, ca_bundle=None,
+        timeout=DEFAULT_TIMEOUT, pooled=True):
+    """The adapter client of these settings: the one place one is built.
+
+    pooled: the shared client of the settings (one connection pool per
+    server); else a new one for a single check, closed by the caller.
+    """
+    verify = (ca_bundle or True) if verify_tls else False
+    build = orthanc.client_for if pooled else orthanc.OrthancClient
+    return build(domain, user, password, timeout=timeout, verify=verify,
+        limits=limits.answer_limits())
+
+
+def probe(domain, user, password, timeout=DEFAULT_TIMEOUT):
+    """What a check of settings not stored yet finds, with a client of its
+    own: (ServerInfo, None) or (None, the adapter's error)."""
+    client = make_client(domain, user, password, timeout=timeout,
+        pooled=False)
+    try:
+        return client.server_info(), None
+    except orthanc.OrthancError as exc:
+        return None, exc
+    finally:
+        client.close()
+
+
 def copy_url(url, number):
     """A placeholder URL for the copy number of url's server.
 
@@ -184,19 +218,15 @@ class ServerConfig(ModelSQL, ModelView):
         """True when an Orthanc answers at domain with these credentials.
         Not for on_change methods: any user can call them with any values
         (issue 8), so they do no network I/O."""
-        if not is_valid_url(normalize_url(domain)):
+        domain = normalize_url(domain)
+        if not is_valid_url(domain):
             return False
-        client = orthanc.OrthancClient(normalize_url(domain), user, password,
-            timeout=min(DEFAULT_TIMEOUT, 10), limits=limits.answer_limits())
-        try:
-            client.server_info()
-        except orthanc.OrthancError as exc:
+        _, error = probe(domain, user, password,
+            timeout=min(DEFAULT_TIMEOUT, 10))
+        if error:
             logger.info("Orthanc check of %s failed: %s",
-                orthanc.redact(normalize_url(domain)), describe_error(exc))
-            return False
-        finally:
-            client.close()
-        return True
+                orthanc.redact(domain), describe_error(error))
+        return error is None
 
     @staticmethod
     def _normalized(values):
@@ -233,11 +263,10 @@ class ServerConfig(ModelSQL, ModelView):
     def check_urls(cls, servers):
         for server in servers:
             for name in ('domain', 'proxy_domain'):
-                value = getattr(server, name)
-                if value and not is_valid_url(value):
-                    raise ServerURLError(gettext(
-                            'health_orthanc.msg_invalid_url',
-                            url=orthanc.redact(value), server=server.label))
+                problem = invalid_url_message(getattr(server, name),
+                    server.label)
+                if problem:
+                    raise ServerURLError(problem)
 
     @classmethod
     def write(cls, *args):
@@ -293,10 +322,14 @@ class ServerConfig(ModelSQL, ModelView):
     @without_check_access
     def client(self):
         "The shared adapter client of this server (one pool per server)."
-        verify = (self.ca_bundle or True) if self.verify_tls else False
-        return orthanc.client_for(self.domain, self.user, self.password,
-            timeout=self.timeout or DEFAULT_TIMEOUT, verify=verify,
-            limits=limits.answer_limits())
+        return self.client_with_timeout(self.timeout or DEFAULT_TIMEOUT)
+
+    @without_check_access
+    def client_with_timeout(self, timeout):
+        "The shared adapter client of this server, with timeout seconds."
+        return make_client(self.domain, self.user, self.password,
+            verify_tls=self.verify_tls, ca_bundle=self.ca_bundle,
+            timeout=timeout)
 
     def errors(self, message='msg_server_error', error=OrthancServerError,
             **values):
@@ -572,21 +605,15 @@ class ConnectNewOrthancServer(Wizard):
         if problem:
             self.status.success, self.status.message = False, problem
             return 'status'
-        client = orthanc.OrthancClient(domain, self.start.user,
-            self.start.password, timeout=DEFAULT_TIMEOUT,
-            limits=limits.answer_limits())
-        try:
-            info = client.server_info()
-        except orthanc.OrthancError as exc:
+        info, error = probe(domain, self.start.user, self.start.password)
+        if error:
             self.status.success = False
             self.status.message = gettext(
                 'health_orthanc.msg_connect_failed', url=domain,
-                reason=describe_error(exc))
+                reason=describe_error(error))
             logger.info("Adding Orthanc server %s failed: %s",
-                domain, describe_error(exc))
+                domain, describe_error(error))
             return 'status'
-        finally:
-            client.close()
         server, = Server.create([{
                     'label': self.start.label.strip(),
                     'domain': domain,
@@ -604,10 +631,10 @@ class ConnectNewOrthancServer(Wizard):
 
     def _registration_problem(self, Server, domain, proxy):
         "The reason the server cannot be registered, or None."
-        for url in filter(None, [domain, proxy]):
-            if not is_valid_url(url):
-                return gettext('health_orthanc.msg_invalid_url',
-                    url=orthanc.redact(url), server=self.start.label)
+        for url in [domain, proxy]:
+            problem = invalid_url_message(url, self.start.label)
+            if problem:
+                return problem
         label = (self.start.label or '').strip()
         if Server.search([('label', '=', label)], limit=1):
             return gettext('health_orthanc.msg_label_unique')

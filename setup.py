@@ -38,6 +38,8 @@ setup(
         'gnuhealth-imaging>=5.0,<5.1',
         'pyorthanc>=1.18,<2',
         'httpx>=0.27,<1',
+        # Worklist files (.wl) of the Modality Worklist items.
+        'pydicom>=3,<4',
         ],
     extras_require={
         'test': ['proteus>=7.0,<7.1', 'pydicom>=3,<4', 'pytest'],

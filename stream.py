@@ -5,10 +5,13 @@ Orthanc as they arrive.
 SAO's binary_dicom widget POSTs each file's bytes (the body is the file,
 nothing else) to ``/<database>/health_orthanc/upload?server=<id>&upload=
 <reference>&name=<file name>`` with the session's ``Authorization``
-header.  A DICOM file is forwarded while it is read from the request, in
-1 MB pieces: trytond never holds it whole.  A ZIP or gzip'ed file is
-spooled to a temporary file on disk (Orthanc reads a ZIP at random) and
-checked with the same limits as the wizard (upload_frames.check_upload).
+header (and ``&patient=<id>`` when the upload names a patient: the
+objects are then given that patient's identity as they stream, see
+import_files.py).  A DICOM file is forwarded while it is read from the
+request, in 1 MB pieces: trytond never holds it whole.  A ZIP or gzip'ed
+file is spooled to a temporary file on disk (a ZIP is read at random) and
+checked with the same limits as the wizard (upload_frames.check_upload);
+a ZIP's entries are then sent one by one.
 What is not DICOM (a CD's viewer program, autorun.inf) and the CD's
 DICOMDIR are read to the end and reported as skipped, not sent.
 
@@ -31,7 +34,8 @@ from trytond.protocols.wrappers import Response, abort, with_pool
 from trytond.transaction import Transaction, without_check_access
 from trytond.wsgi import app
 
-from . import limits, orthanc, roles, upload, upload_frames
+from . import import_files, limits, orthanc, roles, upload, upload_frames
+from . import reconcile
 
 logger = logging.getLogger(__name__)
 
@@ -81,36 +85,6 @@ class UploadFile(ModelSQL):
                 r.study_id, r.reason) for r in records]
 
 
-class RequestBody:
-    """The rest of a request body after its head, sent as read: a
-    one-pass iterable of 1 MB pieces with a len() (the adapter sends it
-    with this Content-Length)."""
-
-    def __init__(self, head, stream, length):
-        self._head = head
-        self._stream = stream
-        self._length = length
-        self._used = False
-
-    def __len__(self):
-        return self._length
-
-    def __iter__(self):
-        if self._used:
-            # A retry cannot read the request again.
-            raise orthanc.Unreachable('connection to Orthanc lost while '
-                'sending')
-        self._used = True
-        yield self._head
-        remaining = self._length - len(self._head)
-        while remaining > 0:
-            piece = self._stream.read(min(PIECE, remaining))
-            if not piece:
-                raise orthanc.Unreachable('the upload ended early')
-            remaining -= len(piece)
-            yield piece
-
-
 def read_head(stream, length):
     "The first bytes of the body (up to HEAD)."
     head = b''
@@ -154,7 +128,18 @@ def _skipped(name, message):
         reason=gettext('health_orthanc.' + message))
 
 
-def send_spooled(client, name, head, stream, length):
+def skipped(name, kind):
+    "The outcome of a file of kind (classify()) that is not sent."
+    return _skipped(name, 'msg_upload_skipped_dicomdir' if kind == 'dicomdir'
+        else 'msg_upload_skipped_not_dicom')
+
+
+def rejected(name, exc):
+    "The outcome of a file Orthanc refused (exc: Rejected or NotFound)."
+    return upload._rejected(name, upload.describe_error(exc))
+
+
+def send_spooled(client, name, head, stream, length, identity=None):
     """A ZIP or gzip'ed file: spooled to disk, checked with the upload
     limits, then sent as the wizard sends it."""
     with tempfile.TemporaryFile(prefix='health-orthanc-') as spool:
@@ -170,30 +155,29 @@ def send_spooled(client, name, head, stream, length):
         # Not closed here: the checked files are views of the map, which
         # is unmapped once the last of them is gone.
         data = mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ)
-    return _send_mapped(client, name, memoryview(data))
+    return _send_mapped(client, name, memoryview(data), identity)
 
 
-def _send_mapped(client, name, view):
+def _send_mapped(client, name, view, identity):
     checked = upload.check_files(view, name)
     return upload.send_files(client, checked, name,
-        upload.UploadReport()).files
+        upload.UploadReport(), identity).files
 
 
-def forward(client, name, stream, length):
-    "Send one posted file to Orthanc: the list of orthanc.UploadedFile."
+def forward(client, name, stream, length, identity=None):
+    """Send one posted file to Orthanc: the list of orthanc.UploadedFile.
+    identity (dicom_identity.Identity): the patient the objects are given
+    as they stream (import reconciliation), None to send them as they are.
+    """
     head = read_head(stream, length)
     kind = classify(head)
     if kind == 'dicom':
-        try:
-            return client.upload(name, RequestBody(head, stream, length))
-        except (orthanc.Rejected, orthanc.NotFound) as exc:
-            return [upload._rejected(name, upload.describe_error(exc))]
+        return import_files.send_dicom(client, name, head, stream, length,
+            identity)
     if kind in ('zip', 'gzip'):
-        return send_spooled(client, name, head, stream, length)
+        return send_spooled(client, name, head, stream, length, identity)
     drain(stream, length - len(head))
-    if kind == 'dicomdir':
-        return [_skipped(name, 'msg_upload_skipped_dicomdir')]
-    return [_skipped(name, 'msg_upload_skipped_not_dicom')]
+    return [skipped(name, kind)]
 
 
 def _json(data, status=http.client.OK):
@@ -219,15 +203,16 @@ def _server(pool, request):
             roles.check_wizard_role(WIZARD)
         except AccessError as exc:
             abort(http.client.FORBIDDEN, exc.message)
+        identity = reconcile.identity_of_request(pool, request)
         with without_check_access():
             servers = Server.search([('id', '=', server_id)])
             if not servers:
                 abort(http.client.NOT_FOUND)
             server, = servers
-            return server.label, upload.upload_client(server)
+            return server.label, upload.upload_client(server), identity
 
 
-def _record(pool, request, server_id, reference, files):
+def _record(pool, request, server_id, reference, files, identity=None):
     UploadFile = pool.get(UPLOAD_FILE)
     with _start(pool, request, readonly=False) as transaction:
         UploadFile.create([{
@@ -235,6 +220,7 @@ def _record(pool, request, server_id, reference, files):
                     'name': f.name, 'status': f.status,
                     'orthanc_id': f.orthanc_id, 'study_id': f.study_id,
                     'reason': f.reason,
+                    'puid': identity.patient_id if identity else None,
                     } for f in files])
         transaction.commit()
 
@@ -257,10 +243,10 @@ def upload_route(request, pool):
                 'health_orthanc.msg_upload_refused_empty_file', name=name))
     if length > limits.upload_limits().inflated_file:
         abort(http.client.REQUEST_ENTITY_TOO_LARGE)
-    label, client = _server(pool, request)
+    label, client, identity = _server(pool, request)
     stream = request.stream
     try:
-        files = forward(client, name, stream, length)
+        files = forward(client, name, stream, length, identity)
     except orthanc.OrthancError as exc:
         logger.warning("Streamed upload to %s stopped at %s: %s", label,
             name, exc)
@@ -269,6 +255,7 @@ def upload_route(request, pool):
                 reason=upload.describe_error(exc), done=0))
     except upload.OrthancUploadError as exc:
         abort(http.client.REQUEST_ENTITY_TOO_LARGE, exc.message)
-    _record(pool, request, int(request.args['server']), reference, files)
+    _record(pool, request, int(request.args['server']), reference, files,
+        identity)
     return _json({'files': [{'name': f.name, 'status': f.status,
                     'reason': f.reason} for f in files]})

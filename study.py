@@ -24,8 +24,8 @@ from trytond.transaction import Transaction
 
 from . import links, orthanc, roles
 from .clinical import (
-    MAX_CANDIDATES, _previews, delete_on_orthanc, is_not_an_image,
-    log_deletion, raise_delete_errors, split_person_name)
+    MAX_CANDIDATES, _previews, delete_on_orthanc, log_deletion,
+    raise_delete_errors, split_person_name)
 from .exceptions import ImagingLinkError, OrthancServerError, describe_error
 
 logger = logging.getLogger(__name__)
@@ -39,10 +39,26 @@ VIEWER_PLUGINS = links.VIEWER_PLUGINS
 LINK_REVIEW_CLEARED = {'link_review': None, 'link_review_reason': None}
 
 
+def study_summary(modalities, series_count, instance_count):
+    """A study's values that sum up its series (modalities: theirs, with
+    repeats and blanks): from Orthanc's answer, or what is left after a
+    deletion."""
+    return {
+        'modalities': ', '.join(sorted(set(modalities) - {None, ''}))
+        or None,
+        'series_count': series_count,
+        'instance_count': instance_count,
+        }
+
+
+def link_field(string, **kwargs):
+    "A browser link computed, for a whole list at once, by get_links."
+    return fields.Function(fields.Char(string, **kwargs), 'get_links')
+
+
 def viewer_field(string, flag):
     "A viewer link shown only where the server has the viewer's plugin."
-    return fields.Function(fields.Char(string,
-            states={'invisible': ~Eval(flag)}), 'get_links')
+    return link_field(string, states={'invisible': ~Eval(flag)})
 
 
 def search_any(clause, names):
@@ -202,13 +218,11 @@ class PatientOrthancStudy(ViewerPlugins, UniqueOrthancId, ModelSQL,
     notes = fields.Text('Study notes')
     ohif_viewer_link = viewer_field('OHIF Viewer', 'has_ohif')
     stone_viewer_link = viewer_field('Stone Viewer', 'has_stone')
-    explorer_link = fields.Function(fields.Char('Orthanc Explorer'),
-        'get_links')
+    explorer_link = link_field('Orthanc Explorer')
     # The names and meanings of gnuhealth-orthanc 5.0.4.
-    link_base_url = fields.Function(fields.Char('Link base URL',
-            help="Public URL of the study's server, ending with a slash "
-            "(earlier name)"),
-        'get_links')
+    link_base_url = link_field('Link base URL',
+        help="Public URL of the study's server, ending with a slash "
+        "(earlier name)")
     gnuhealth_patient_name = fields.Function(fields.Char('Health Patient',
             help="Name of the linked GNU Health patient (earlier name)"),
         'get_gnuhealth_patient_name')
@@ -422,13 +436,9 @@ class PatientOrthancStudy(ViewerPlugins, UniqueOrthancId, ModelSQL,
             series_list = remaining[study.id]
             if not series_list:
                 continue
-            modalities = sorted({s.modality for s in series_list} - {None})
-            to_write.extend(([study], {
-                        'series_count': len(series_list),
-                        'instance_count': sum(
-                            s.instance_count or 0 for s in series_list),
-                        'modalities': ', '.join(modalities) or None,
-                        }))
+            to_write.extend(([study], study_summary(
+                        [s.modality for s in series_list], len(series_list),
+                        sum(s.instance_count or 0 for s in series_list))))
         if to_write:
             cls.write(*to_write)
         if empty:
@@ -703,13 +713,11 @@ class SeriesInstances(MirroredChild, ModelSQL, ModelView):
     def _preview(self):
         "(PNG, None) or (None, why there is no preview)."
         server = self.server
-        key = (Transaction().database.name, server.id, self.orthanc_UID)
         try:
-            image = _previews.get(key,
-                lambda: server.client.preview(self.orthanc_UID))
+            image = self._fetch_preview()
+        except orthanc.NotAnImage:
+            return None, gettext('health_orthanc.msg_preview_not_image')
         except orthanc.OrthancError as exc:
-            if is_not_an_image(exc):
-                return None, gettext('health_orthanc.msg_preview_not_image')
             logger.info("No preview of %s from %s: %s",
                 self.orthanc_UID, server.label, exc)
             return None, gettext('health_orthanc.msg_preview_failed',
@@ -718,9 +726,10 @@ class SeriesInstances(MirroredChild, ModelSQL, ModelView):
 
     # --- attaching to imaging results -----------------------------------
     @classmethod
-    @ModelView.button
+    @ModelView.button_action('health_orthanc.act_attach_to_imaging_test')
     def attach_image_to_imaging_test_report(cls, instances):
-        cls.attach_to_imaging_test(instances)
+        """Open the attach wizard (the one path that attaches, also in the
+        list's actions); the name is gnuhealth-orthanc 5.0.4's."""
 
     @classmethod
     def attach_to_imaging_test(cls, instances):
@@ -774,19 +783,21 @@ class SeriesInstances(MirroredChild, ModelSQL, ModelView):
             Attachment.create(to_create)
 
     def _image_to_attach(self):
-        server = self.server
-        key = (Transaction().database.name, server.id, self.orthanc_UID)
-        try:
-            with server.errors('msg_attach_failed', OrthancServerError,
-                    instance=self.rec_name):
-                return _previews.get(key,
-                    lambda: server.client.preview(self.orthanc_UID))
-        except OrthancServerError as exc:
-            if is_not_an_image(exc.__cause__):
+        with self.server.errors('msg_attach_failed', OrthancServerError,
+                instance=self.rec_name):
+            try:
+                return self._fetch_preview()
+            except orthanc.NotAnImage as exc:
                 raise ImagingLinkError(gettext(
                         'health_orthanc.msg_attach_not_image',
                         instance=self.rec_name)) from exc
-            raise
+
+    def _fetch_preview(self):
+        "The instance's PNG through the short-lived preview cache."
+        server = self.server
+        key = (Transaction().database.name, server.id, self.orthanc_UID)
+        return _previews.get(key,
+            lambda: server.client.preview(self.orthanc_UID))
 
     @classmethod
     def attachment_names(cls, instances):

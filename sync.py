@@ -28,9 +28,10 @@ from trytond.tools import grouped_slice
 from trytond.transaction import Transaction
 
 from . import ondemand, orthanc
+from .dicom import clean, dicom_date, dicom_int, person_name
 from .bulk import bulk_create
 from .exceptions import OrthancSyncError, describe_error
-from .study import LINK_REVIEW_CLEARED
+from .study import LINK_REVIEW_CLEARED, study_summary
 
 logger = logging.getLogger(__name__)
 
@@ -615,10 +616,9 @@ def _link_requests(studies):
 
 def request_keys(request):
     "The keys by which a request names its study (see study_keys)."
-    keys = []
-    merge_id = getattr(request, 'merge_id', None)
-    if merge_id:
-        keys.append(('uid', merge_id))
+    # The worklist's StudyInstanceUID (merge_id with
+    # health_imaging_worklist, else the module's own: worklist.py).
+    keys = [('uid', uid) for uid in request.study_uid_keys()]
     if request.request:
         keys.append(('acc', request.request))
     return keys
@@ -635,10 +635,8 @@ def study_keys(study):
 def requests_by_key(studies):
     "Requests matching the studies, keyed by ('uid'|'acc', value)."
     Request = Pool().get('gnuhealth.imaging.test.request')
-    clauses = []
-    if 'merge_id' in Request._fields:
-        clauses.append(('merge_id', 'in',
-                [s.study_instance_UID for s in studies]))
+    clauses = [Request.study_uid_domain(
+            [s.study_instance_UID for s in studies])]
     accessions = [s.accession_number for s in studies if s.accession_number]
     if accessions:
         clauses.append(('request', 'in', accessions))
@@ -686,6 +684,8 @@ def _write_request_links(studies, by_key, results):
         logger.info("%s Orthanc studies not linked to the imaging "
             "request of another patient (link review: conflict)",
             conflicts)
+    if linked:
+        Request.worklist_study_arrived(list(linked))
     if 'worklist_status' in Request._fields:
         done = [r for r in linked if r.worklist_status != 'done']
         if done:
@@ -796,10 +796,8 @@ def changed_values(record, values):
 def study_values(server, tree):
     tags = tree.study.get('MainDicomTags', {})
     patient = tree.study.get('PatientMainDicomTags', {})
-    date = orthanc.dicom_date(tags.get('StudyDate'))
+    date = dicom_date(tags.get('StudyDate'))
     uid = clean(tags.get('StudyInstanceUID')) or tree.study['ID']
-    modalities = sorted({s.get('MainDicomTags', {}).get('Modality')
-            for s in tree.series} - {None, ''})
     performing = next(filter(None, (
                 s.get('MainDicomTags', {}).get(tag)
                 for s in tree.series
@@ -815,17 +813,17 @@ def study_values(server, tree):
         'description': clean(tags.get('StudyDescription')),
         'accession_number': clean(tags.get('AccessionNumber')),
         'institution': clean(tags.get('InstitutionName')),
-        'referring_physician_name': clean(orthanc.person_name(
+        'referring_physician_name': clean(person_name(
                 tags.get('ReferringPhysicianName'))),
-        'performing_physician_name': clean(orthanc.person_name(performing)),
-        'patient_name': clean(orthanc.person_name(patient.get('PatientName'))),
+        'performing_physician_name': clean(person_name(performing)),
+        'patient_name': clean(person_name(patient.get('PatientName'))),
         'patient_id': clean(patient.get('PatientID')),
-        'patient_birth_date': orthanc.dicom_date(
+        'patient_birth_date': dicom_date(
             patient.get('PatientBirthDate')),
         'patient_sex': clean(patient.get('PatientSex')),
-        'modalities': ', '.join(modalities) or None,
-        'series_count': len(tree.series),
-        'instance_count': ondemand.study_instance_count(tree, server),
+        **study_summary(
+            [s.get('MainDicomTags', {}).get('Modality') for s in tree.series],
+            len(tree.series), ondemand.study_instance_count(tree, server)),
         'last_update': tree.study.get('LastUpdate'),
         'missing_on_orthanc': False,
         }
@@ -833,7 +831,7 @@ def study_values(server, tree):
 
 def series_values(server, study, series, instance_count):
     tags = series.get('MainDicomTags', {})
-    number = orthanc.dicom_int(tags.get('SeriesNumber'))
+    number = dicom_int(tags.get('SeriesNumber'))
     return {
         'server': server.id,
         'study': study.id,
@@ -851,7 +849,7 @@ def series_values(server, study, series, instance_count):
 
 def instance_values(server, series, instance):
     tags = instance.get('MainDicomTags', {})
-    number = orthanc.dicom_int(tags.get('InstanceNumber'))
+    number = dicom_int(tags.get('InstanceNumber'))
     fits = number is None or number in INTEGER_RANGE
     return {
         'server': server.id,
@@ -864,11 +862,3 @@ def instance_values(server, series, instance):
         'instance_number_text': None if fits else str(number),
         'image_position_patient': clean(tags.get('ImagePositionPatient')),
         }
-
-
-def clean(value):
-    "Orthanc's text for a tag, None when empty; no NUL (PostgreSQL refuses)."
-    if value is None:
-        return None
-    value = str(value).replace('\x00', '').strip()
-    return value or None

@@ -21,7 +21,7 @@ from trytond.pyson import Bool, Eval, If
 from trytond.transaction import without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
-from . import limits, orthanc, upload_frames
+from . import import_files, limits, orthanc, reconcile, upload_frames
 from .exceptions import OrthancUploadError
 from .server import DEFAULT_TIMEOUT, describe_error
 from .study import LINK_REVIEW_CLEARED
@@ -119,8 +119,10 @@ def check_files(data, names):
     return checked
 
 
-def send_files(client, checked, names, report):
-    """POST each checked file to Orthanc, appending answers to report.
+def send_files(client, checked, names, report, identity=None):
+    """POST each checked file to Orthanc, appending answers to report;
+    with identity (dicom_identity.Identity), each DICOM object is given
+    the patient's identity as it is sent (import_files.py).
 
     A file Orthanc refuses is reported and the next one is sent; an
     adapter error that is not about the file (unreachable server, wrong
@@ -136,12 +138,9 @@ def send_files(client, checked, names, report):
                     gettext('health_orthanc.msg_upload_' + code, **values)))
             continue
         body = item.body()
-        try:
-            report.files.extend(client.upload(name, body,
-                    zip_files=item.zip_files))
-        except (orthanc.Rejected, orthanc.NotFound) as exc:
-            # Refused for this file only (a filter, a size limit...).
-            report.files.append(_rejected(name, describe_error(exc)))
+        # What Orthanc refuses is reported for this file only.
+        report.files.extend(import_files.send_checked(client, name,
+                item.kind, body, identity))
         del body
     report.current = None
     return report
@@ -151,11 +150,8 @@ def send_files(client, checked, names, report):
 def upload_client(server):
     """A pooled adapter client for uploads: the server's settings with a
     deadline long enough for Orthanc to store a large archive."""
-    verify = (server.ca_bundle or True) if server.verify_tls else False
-    return orthanc.client_for(server.domain, server.user, server.password,
-        timeout=max(server.timeout or DEFAULT_TIMEOUT,
-            limits.upload_timeout()),
-        verify=verify, limits=limits.answer_limits())
+    return server.client_with_timeout(max(server.timeout or DEFAULT_TIMEOUT,
+            limits.upload_timeout()))
 
 
 class UploadImageDataStart(ModelView):
@@ -273,10 +269,14 @@ class UploadImageData(Wizard):
         if reference:
             # Already in Orthanc: the widget streamed each file.
             report = cls.streamed_report(reference)
+            reconcile.check_streamed_patient(reference, imaging_test.patient
+                if imaging_test and imaging_test.patient else patient)
             cls._finish(server, report, patient, imaging_test)
             return report
         # Refused before the lock: nothing to wait for, nothing sent.
         checked = check_files(data, names)
+        identity = reconcile.identity_of(imaging_test.patient
+            if imaging_test and imaging_test.patient else patient)
         # lock() restarts the transaction (trytond >= 7.0.38): before any
         # upload, or the files would be sent twice.  It also keeps a sync
         # of this server from running meanwhile.
@@ -284,7 +284,7 @@ class UploadImageData(Wizard):
         report = UploadReport()
         client = upload_client(server)
         try:
-            send_files(client, checked, names, report)
+            send_files(client, checked, names, report, identity)
         except orthanc.OrthancError as exc:
             logger.warning("Upload to %s stopped at %s: %s", server.label,
                 report.current, exc)
@@ -315,6 +315,8 @@ class UploadImageData(Wizard):
         if report.study_ids:
             cls._sync_studies(server, report)
             cls._link_studies(report.studies, patient, imaging_test)
+            if not (patient or imaging_test):
+                reconcile.flag_outside_studies(report.studies)
 
     @classmethod
     def _sync_studies(cls, server, report):

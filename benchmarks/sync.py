@@ -41,23 +41,22 @@ even when a target is missed (it is a measurement).
 """
 import argparse
 import contextlib
-import hashlib
 import itertools
 import json
 import math
 import multiprocessing
 import os
 import queue
-import resource
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import warnings
 
+import harness
+from harness import log, reset_peak_rss, rss_mb, source_hash, target
+
 MODULE = 'health_orthanc'
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DB_CACHE_ROOT = os.environ.get('BENCH_DB_CACHE', '/tmp/dbcache-bench')
 PG_URI = os.environ.get('PG_URI', 'postgresql://postgres@127.0.0.1:5432/')
 UPLOAD_THREADS = 8
@@ -87,10 +86,6 @@ TARGETS = {
     'open_series_seconds': 0.5,
     'archive_time_growth': 11,  # 20,000 studies against 2,000
     }
-
-
-def log(*args):
-    print('[bench]', *args, file=sys.stderr, flush=True)
 
 
 # --- Parent: data set, Orthanc, workers ------------------------------------
@@ -329,16 +324,8 @@ def wait_stable(server, expected, timeout=600):
 
 def spawn_worker(scenario, context):
     "Run one scenario in a fresh interpreter; return its JSON result."
-    log('-- %s' % scenario)
-    env = dict(os.environ, PYTHONWARNINGS='ignore::DeprecationWarning',
-        **db_environ(context['db'], scenario))
-    command = [sys.executable, os.path.abspath(__file__), '--worker', scenario]
-    process = subprocess.run(command, env=env, input=json.dumps(context),
-        stdout=subprocess.PIPE, text=True)
-    if process.returncode:
-        raise RuntimeError('worker %s failed (exit %d)'
-            % (scenario, process.returncode))
-    result = json.loads(process.stdout.strip().splitlines()[-1])
+    result = harness.spawn_worker(__file__, scenario, context,
+        db_environ(context['db'], scenario))
     for name, values in result.items():
         log('   %-22s %s' % (name, values))
     return result
@@ -346,38 +333,15 @@ def spawn_worker(scenario, context):
 
 def db_environ(db, scenario):
     """trytond's test settings: a fresh database per worker, restored from
-    a cache keyed by the module's source (a stale cache would miss new
-    columns)."""
-    cache = os.path.join(DB_CACHE_ROOT, source_hash())
+    a cache keyed by the module's source."""
     if db == 'sqlite':
-        return {'TRYTOND_DATABASE_URI': 'sqlite://', 'DB_NAME': ':memory:',
-            'DB_CACHE': cache}
-    return {'TRYTOND_DATABASE_URI': PG_URI, 'DB_CACHE': cache,
+        return harness.sqlite_environ(DB_CACHE_ROOT)
+    return {'TRYTOND_DATABASE_URI': PG_URI,
+        'DB_CACHE': os.path.join(DB_CACHE_ROOT, source_hash()),
         'DB_NAME': 'bench_%s_%d_%s' % (MODULE, os.getpid(), scenario)}
 
 
-def source_hash(names=None):
-    "Hash of the module's .py/.xml/.cfg files (or of the files names)."
-    digest = hashlib.sha1()
-    for folder, dirs, files in sorted(os.walk(ROOT)):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.')
-            and d not in {'tests', 'benchmarks', 'build', 'web', 'icons'})
-        for name in sorted(files):
-            if (name.endswith(('.py', '.xml', '.cfg'))
-                    and (names is None or name in names)):
-                path = os.path.join(folder, name)
-                digest.update(path[len(ROOT):].encode())
-                with open(path, 'rb') as stream:
-                    digest.update(stream.read())
-    return digest.hexdigest()[:16]
-
-
 # --- Targets --------------------------------------------------------------
-
-def target(value, limit, ok=None):
-    return {'value': round(value, 3), 'limit': limit,
-        'ok': value <= limit if ok is None else ok}
-
 
 def size_targets(results, studies):
     first = results['first_incremental']
@@ -543,24 +507,6 @@ def run_worker(scenario, context):
             values['profiled'] = True
     print(json.dumps(result, default=str))
     return 0
-
-
-def reset_peak_rss():
-    "Reset VmHWM (Linux >= 4.0); False where the kernel refuses."
-    try:
-        with open('/proc/self/clear_refs', 'w') as stream:
-            stream.write('5')
-        return True
-    except OSError:
-        return False
-
-
-def rss_mb(field):
-    with open('/proc/self/status') as stream:
-        for line in stream:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 PROFILE = {}  # {'dir': ..., 'size': ...} when --profile is given
@@ -784,29 +730,32 @@ def sql_insert(cursor, Model, rows):
     return dict(cursor)
 
 
-def worker_incremental(context):
+def sync_twice(context, kind, names):
+    """Two syncs of kind measured under names: into a fresh, empty
+    database, then again; with the database's snapshot between the two
+    and after."""
     db_name, server_id = setup_database(context)
     client = server_client(db_name, server_id)
-    first, stats = measure('first_incremental', lambda: synchronize(
-            db_name, server_id, 'incremental'), client)
+
+    def run():
+        return synchronize(db_name, server_id, kind)
+    first, stats = measure(names[0], run, client)
     first.update(sync_details(stats, db_name, context))
-    noop, stats = measure('noop_incremental', lambda: synchronize(
-            db_name, server_id, 'incremental'), client)
-    noop.update(sync_details(stats))
+    before = snapshot(db_name)
+    second, stats = measure(names[1], run, client)
+    second.update(sync_details(stats))
+    return first, second, before, snapshot(db_name)
+
+
+def worker_incremental(context):
+    first, noop, _, _ = sync_twice(context, 'incremental',
+        ['first_incremental', 'noop_incremental'])
     return {'first_incremental': first, 'noop_incremental': noop}
 
 
 def worker_full(context):
-    db_name, server_id = setup_database(context)
-    client = server_client(db_name, server_id)
-    empty, stats = measure('full_empty', lambda: synchronize(
-            db_name, server_id, 'full'), client)
-    empty.update(sync_details(stats, db_name, context))
-    before = snapshot(db_name)
-    nochange, stats = measure('full_nochange', lambda: synchronize(
-            db_name, server_id, 'full'), client)
-    after = snapshot(db_name)
-    nochange.update(sync_details(stats))
+    empty, nochange, before, after = sync_twice(context, 'full',
+        ['full_empty', 'full_nochange'])
     nochange['wrote_nothing'] = before == after
     if before != after:
         nochange['snapshot_before'], nochange['snapshot_after'] = (

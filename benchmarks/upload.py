@@ -15,7 +15,18 @@ against its own fresh Orthanc:
   on SQLite, a database restored from a cache);
 - rpc (--rpc): the same framed value sent by JSON-RPC to a trytond server
   process (as SAO sends it: base64 in JSON), wizard create + execute; the
-  peak RSS is the server process's.
+  peak RSS is the server process's;
+- route: each file POSTed to the streaming route of a trytond server
+  process as SAO's widget sends it (one request per file, read from disk,
+  the session's Authorization), then the wizard run on the upload
+  reference (sync, studies stored); the time covers both, the peak RSS
+  growth is the server process's;
+- route_reconcile: the same with a GNU Health patient chosen (every
+  object given the patient's identity as it streams).
+
+Issue 14 (--issue14: 1 GB in about 2,000 files): route time <= 1.3 x the
+floor, route_reconcile <= 1.5 x, trytond's peak RSS growth <= 64 MB +
+2 x the largest file; the JSON-RPC figures (--rpc, at --rpc-mb) beside.
 
 Sizes: payload_mb in 10^6 bytes; RSS figures (and payload_mib) in MiB.
 Peak RSS is the kernel's VmHWM, reset just before the measured call; the
@@ -28,31 +39,32 @@ when a target is missed (it is a measurement).
 
     python benchmarks/upload.py [--mb 50] [--rpc]     # default: 50 MB
     python benchmarks/upload.py --mb 200 --rpc        # the spec's 200 MB
+    python benchmarks/upload.py --issue14 --rpc       # 1 GB streamed (route)
 """
 import argparse
 import base64
-import hashlib
+import contextlib
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
 
+import harness
+from harness import log, reset_peak_rss, rss_mb
+
 MODULE = 'health_orthanc'
-ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 DB_CACHE_ROOT = os.environ.get('BENCH_DB_CACHE', '/tmp/dbcache-bench-upload')
 WIZARD = 'gnuhealth.imaging_orthanc.upload_image_data'
 ROWS = COLUMNS = 512
 STUDIES = 4
-TARGETS = {'wizard_vs_floor': 2.0, 'upload_memory_vs_payload': 3.0}
-
-
-def log(*args):
-    print('[bench]', *args, file=sys.stderr, flush=True)
+TARGETS = {'wizard_vs_floor': 2.0, 'upload_memory_vs_payload': 3.0,
+    'route_vs_floor': 1.3, 'route_reconcile_vs_floor': 1.5}
+# trytond may grow by this much plus twice the largest file (issue 14).
+ROUTE_FIXED_MB = 64
+ROUTE_SCENARIOS = ('route', 'route_reconcile')
 
 
 # --- Parent -----------------------------------------------------------------
@@ -75,13 +87,25 @@ def main():
             'file_mb': round(payload / len(files) / 1e6, 3),
             'db': 'sqlite',
             }
+        report['largest_file_mb'] = round(max(
+                os.path.getsize(f) for f in files) / 2 ** 20, 3)
         context = {'workdir': workdir, 'files': files}
-        for scenario in ['floor', 'wizard'] + (['rpc'] if args.rpc else []):
+        scenarios = ['floor'] + (list(ROUTE_SCENARIOS) if args.issue14
+            else ['wizard'])
+        for scenario in scenarios + (['rpc'] if args.rpc else []):
+            if scenario == 'rpc' and args.rpc_mb:
+                context['files'] = files[:max(STUDIES, round(
+                            len(files) * args.rpc_mb / args.mb))]
+                report['rpc_payload_mb'] = round(sum(os.path.getsize(f)
+                        for f in context['files']) / 1e6, 1)
             with OrthancServer(name='bench upload %s' % scenario) as orthanc:
                 context.update(url=orthanc.url, user=orthanc.user,
                     password=orthanc.password)
                 if scenario == 'rpc':
                     report[scenario] = run_rpc(context)
+                elif scenario in ROUTE_SCENARIOS:
+                    report[scenario] = run_route(context,
+                        reconcile=scenario == 'route_reconcile')
                 else:
                     report[scenario] = spawn_worker(scenario, context)
                 report[scenario]['orthanc_instances'] = count_instances(
@@ -102,8 +126,17 @@ def parse_args():
         help='megabytes of DICOM to upload (default 50; the spec: 200)')
     parser.add_argument('--rpc', action='store_true',
         help='also upload through JSON-RPC to a trytond server process')
+    parser.add_argument('--rpc-mb', type=float, default=None,
+        help='megabytes sent through JSON-RPC (default: --mb; a JSON-RPC '
+        'upload takes about 6 x its size of memory)')
+    parser.add_argument('--issue14', action='store_true',
+        help='the streaming route, with and without reconciliation, '
+        'instead of the in-process wizard (default size 1000 MB)')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.issue14 and '--mb' not in sys.argv:
+        args.mb = 1000
+    return args
 
 
 def generate(workdir, megabytes):
@@ -151,36 +184,10 @@ def frame_files(files, path):
 
 def spawn_worker(scenario, context):
     "Run one scenario in a fresh interpreter; return its JSON result."
-    log('-- %s' % scenario)
-    cache = os.path.join(DB_CACHE_ROOT, source_hash())
-    env = dict(os.environ, PYTHONWARNINGS='ignore::DeprecationWarning',
-        TRYTOND_DATABASE_URI='sqlite://', DB_NAME=':memory:',
-        DB_CACHE=cache)
-    command = [sys.executable, os.path.realpath(__file__),
-        '--worker', scenario]
-    process = subprocess.run(command, env=env, stdout=subprocess.PIPE,
-        input=json.dumps(context), text=True)
-    if process.returncode:
-        raise RuntimeError('worker %s failed (exit %d)'
-            % (scenario, process.returncode))
-    result = json.loads(process.stdout.strip().splitlines()[-1])
+    result = harness.spawn_worker(__file__, scenario, context,
+        harness.sqlite_environ(DB_CACHE_ROOT))
     log('   %s' % result)
     return result
-
-
-def source_hash():
-    digest = hashlib.sha1()
-    for folder, dirs, files in sorted(os.walk(ROOT)):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.')
-            and d not in {'tests', 'benchmarks', 'build', 'web', 'icons',
-                'scripts', 'docs'})
-        for name in sorted(files):
-            if name.endswith(('.py', '.xml', '.cfg')):
-                path = os.path.join(folder, name)
-                digest.update(path[len(ROOT):].encode())
-                with open(path, 'rb') as stream:
-                    digest.update(stream.read())
-    return digest.hexdigest()[:16]
 
 
 def count_instances(orthanc):
@@ -190,6 +197,8 @@ def count_instances(orthanc):
 
 
 def targets(report):
+    if 'route' in report:
+        return route_targets(report)
     floor = report['floor']['seconds']
     wizard = report['wizard']
     result = {
@@ -212,14 +221,42 @@ def targets(report):
     return result
 
 
+def route_targets(report):
+    "Issue 14: the streaming route against the floor and its memory bound."
+    floor = report['floor']['seconds']
+    memory_limit = ROUTE_FIXED_MB + 2 * report['largest_file_mb']
+    result = {}
+    for name in ROUTE_SCENARIOS:
+        values = report[name]
+        result[name + '_vs_floor'] = target(values['seconds'] / floor,
+            TARGETS[name + '_vs_floor'])
+        result[name + '_rss_growth_mb'] = target(
+            values['upload_memory_mb'], round(memory_limit, 1))
+        result[name + '_all_files_stored'] = {
+            'value': values['orthanc_instances'], 'limit': report['files'],
+            'ok': (values['stored'] == report['files']
+                == values['orthanc_instances']
+                and values['studies_in_gnu_health'] == STUDIES)}
+    result['route_reconcile_identity'] = {
+        'value': report['route_reconcile']['orthanc_patient_ids'],
+        'limit': [PUID],
+        'ok': report['route_reconcile']['orthanc_patient_ids'] == [PUID]}
+    if 'rpc' in report:
+        result['rpc_all_files_stored'] = {
+            'value': report['rpc']['orthanc_instances'],
+            'limit': len(report['rpc'].get('files', [])) or report['files'],
+            'ok': report['rpc']['stored'] == report['rpc']['orthanc_instances']}
+    return result
+
+
 def target(value, limit):
-    return {'value': round(value, 2), 'limit': limit, 'ok': value <= limit}
+    return harness.target(value, limit, digits=2)
 
 
 def print_summary(report):
     lines = ['', 'health_orthanc upload benchmark: %s MB in %d files'
         % (report['payload_mb'], report['files'])]
-    for name in ['floor', 'wizard', 'rpc']:
+    for name in ['floor', 'wizard', *ROUTE_SCENARIOS, 'rpc']:
         if name in report:
             values = report[name]
             lines.append('  %-7s %7.2f s  peak RSS %6.0f MB  (upload\'s own '
@@ -236,21 +273,31 @@ def print_summary(report):
 
 # --- JSON-RPC through a trytond server ---------------------------------------
 
-def run_rpc(context):
-    """The framed value sent as SAO sends it, to a trytond server process
-    (a database created with trytond-admin, ~30 s)."""
+@contextlib.contextmanager
+def trytond_server(context, name):
+    """A trytond server process on a new database (trytond-admin, ~30 s)
+    with the Orthanc server registered: (JsonRpc, httpx client logged in
+    as admin, server id, trytond process)."""
     import httpx
     from trytond.modules.health_orthanc.tests import stack
-    log('-- rpc (creating a database with trytond-admin)')
-    workdir = os.path.join(context['workdir'], 'rpc')
+    log('-- %s (creating a database with trytond-admin)' % name)
+    workdir = os.path.join(context['workdir'], name)
     os.makedirs(workdir)
     port = stack.free_port()
     conf = stack.write_trytond_conf(os.path.join(workdir, 'trytond.conf'),
         data_dir=workdir, listen='127.0.0.1:%d' % port)
-    password = stack.new_password()
     database = 'bench_upload'
-    stack.create_database(conf, workdir, database, password,
-        log=os.path.join(workdir, 'admin.log'))
+    template = os.path.join(context['workdir'], 'template.sqlite')
+    if os.path.exists(template):
+        # A copy of the first scenario's fresh database (trytond-admin
+        # takes minutes on a busy machine).
+        password = context['admin_password']
+        shutil.copyfile(template, stack.sqlite_file(workdir, database))
+    else:
+        password = context['admin_password'] = stack.new_password()
+        stack.create_database(conf, workdir, database, password,
+            log=os.path.join(workdir, 'admin.log'))
+        shutil.copyfile(stack.sqlite_file(workdir, database), template)
     url = 'http://127.0.0.1:%d/' % port
     trytond = stack.start_trytond(conf, url,
         os.path.join(workdir, 'trytond.log'))
@@ -267,49 +314,137 @@ def run_rpc(context):
                         'label': 'Bench', 'domain': context['url'],
                         'user': context['user'],
                         'password': context['password']}], {})
-            framed = frame_files(context['files'],
-                os.path.join(workdir, 'upload.mult'))
-            with open(framed, 'rb') as stream:
-                value = stream.read()
-            names = '\n'.join(os.path.basename(f) for f in context['files'])
-            session_id, _, _ = rpc('wizard.%s.create' % WIZARD, {})
-            encoded = base64.b64encode(value).decode()
-            del value
-            body = json.dumps({'id': 2, 'method':
-                    'wizard.%s.execute' % WIZARD, 'params': [session_id, {
-                            'start': {
-                                'data_to_upload': {'__class__': 'bytes',
-                                    'base64': encoded},
-                                'file_names': names,
-                                'server': server_id}}, 'upload', {}]}
-                ).encode()
-            del encoded
-            log('   JSON-RPC body %.0f MB' % (len(body) / 1e6))
-            reset = reset_peak_rss(trytond.pid)
-            base = rss_mb('VmRSS', trytond.pid)
-            start = time.perf_counter()
-            response = client.post('', content=body,
-                headers={'Content-Type': 'application/json'})
-            seconds = time.perf_counter() - start
-            del body
-            answer = response.json()
-            if answer.get('error'):
-                raise RuntimeError('wizard error: %s' % (answer['error'],))
-            values = answer['result']['view']['defaults']
-            result = {
-                'seconds': round(seconds, 3),
-                'http_status': response.status_code,
-                'stored': values.get('stored'),
-                'summary': values.get('summary'),
-                'peak_rss_mb': round(rss_mb('VmHWM', trytond.pid), 1),
-                'base_rss_mb': round(base, 1),
-                }
-            result['upload_memory_mb'] = round(
-                result['peak_rss_mb'] - base, 1)
-            if not reset:
-                result['peak_rss_is_process_peak'] = True
+            yield rpc, client, server_id, trytond
     finally:
         stack.stop_process(trytond)
+
+
+def run_route(context, reconcile=False):
+    """Each file POSTed to the streaming route as SAO's widget does, then
+    the wizard on the upload reference; with reconcile, a patient chosen."""
+    import uuid
+    import httpx
+    name = 'route_reconcile' if reconcile else 'route'
+    with trytond_server(context, name) as (rpc, client, server_id, trytond):
+        patient = new_patient(rpc) if reconcile else None
+        reference = uuid.uuid4().hex
+        params = {'server': server_id, 'upload': reference}
+        if patient:
+            params['patient'] = patient
+        headers = {'Content-Type': 'application/octet-stream'}
+        reset = reset_peak_rss(trytond.pid)
+        base = rss_mb('VmRSS', trytond.pid)
+        start = time.perf_counter()
+        for path in context['files']:
+            # The browser reads the file from disk as it sends it.
+            with open(path, 'rb') as stream:
+                response = client.post('health_orthanc/upload',
+                    content=stream, headers={**headers,
+                        'Content-Length': str(os.path.getsize(path))},
+                    params={**params, 'name': os.path.basename(path)})
+            response.raise_for_status()
+        posted = time.perf_counter() - start
+        session_id, _, _ = rpc('wizard.%s.create' % WIZARD, {})
+        values = {'data_to_upload': {'__class__': 'bytes',
+                'base64': base64.b64encode(b'HOSTREAM:' + reference.encode()
+                    ).decode()}, 'file_names': None, 'server': server_id}
+        if patient:
+            values['patient'] = patient
+        answer = rpc('wizard.%s.execute' % WIZARD, session_id,
+            {'start': values}, 'upload', {})
+        seconds = time.perf_counter() - start
+        defaults = answer['view']['defaults']
+        result = {
+            'seconds': round(seconds, 3),
+            'post_seconds': round(posted, 3),
+            'wizard_seconds': round(seconds - posted, 3),
+            'stored': defaults.get('stored'),
+            'studies_in_gnu_health': len(defaults.get('studies') or []),
+            'base_rss_mb': round(base, 1),
+            'peak_rss_mb': round(rss_mb('VmHWM', trytond.pid), 1),
+            }
+        result['upload_memory_mb'] = round(result['peak_rss_mb'] - base, 1)
+        if not reset:
+            result['peak_rss_is_process_peak'] = True
+        orthanc = httpx.get(context['url'] + '/patients', params={
+                'expand': 'true'}, auth=(context['user'],
+                context['password'])).json()
+        result['orthanc_patient_ids'] = sorted(
+            p['MainDicomTags']['PatientID'] for p in orthanc)
+    log('   %s' % result)
+    return result
+
+
+PUID = 'BENCH-PUID-1'
+
+
+def new_patient(rpc):
+    "A GNU Health patient (the reconciliation target); its id."
+    # The defaults first, as the clients send them (GNU Health needs some).
+    editable = [name for name, field in rpc('model.party.party.fields_get',
+            None, {}).items() if not field.get('readonly')]
+    defaults = {name: [('create', value)]
+        if isinstance(value, list) and value and isinstance(value[0], dict)
+        else value
+        for name, value in rpc('model.party.party.default_get', editable,
+            False, {}).items()}
+    party, = rpc('model.party.party.create', [{**defaults, 'name': 'Ada',
+                'lastname': 'Bench', 'is_person': True, 'is_patient': True,
+                'gender': 'f', 'ref': PUID, 'dob': {'__class__': 'date',
+                    'year': 1961, 'month': 4, 'day': 3}}], {})
+    patients = rpc('model.gnuhealth.patient.search',
+        [('party', '=', party)], 0, None, None, {})
+    return patients[0] if patients else rpc(
+        'model.gnuhealth.patient.create', [{'party': party}], {})[0]
+
+
+def run_rpc(context):
+    """The framed value sent as SAO sends it, to a trytond server process
+    (a database created with trytond-admin, ~30 s)."""
+    with trytond_server(context, 'rpc') as (rpc, client, server_id, trytond):
+        workdir = os.path.join(context['workdir'], 'rpc')
+        framed = frame_files(context['files'],
+            os.path.join(workdir, 'upload.mult'))
+        with open(framed, 'rb') as stream:
+            value = stream.read()
+        names = '\n'.join(os.path.basename(f) for f in context['files'])
+        session_id, _, _ = rpc('wizard.%s.create' % WIZARD, {})
+        encoded = base64.b64encode(value).decode()
+        del value
+        body = json.dumps({'id': 2, 'method':
+                'wizard.%s.execute' % WIZARD, 'params': [session_id, {
+                        'start': {
+                            'data_to_upload': {'__class__': 'bytes',
+                                'base64': encoded},
+                            'file_names': names,
+                            'server': server_id}}, 'upload', {}]}
+            ).encode()
+        del encoded
+        log('   JSON-RPC body %.0f MB' % (len(body) / 1e6))
+        reset = reset_peak_rss(trytond.pid)
+        base = rss_mb('VmRSS', trytond.pid)
+        start = time.perf_counter()
+        response = client.post('', content=body,
+            headers={'Content-Type': 'application/json'})
+        seconds = time.perf_counter() - start
+        del body
+        answer = response.json()
+        if answer.get('error'):
+            raise RuntimeError('wizard error: %s' % (answer['error'],))
+        values = answer['result']['view']['defaults']
+        result = {
+            'seconds': round(seconds, 3),
+            'http_status': response.status_code,
+            'stored': values.get('stored'),
+            'summary': values.get('summary'),
+            'peak_rss_mb': round(rss_mb('VmHWM', trytond.pid), 1),
+            'base_rss_mb': round(base, 1),
+            }
+        result['upload_memory_mb'] = round(
+            result['peak_rss_mb'] - base, 1)
+        if not reset:
+            result['peak_rss_is_process_peak'] = True
+        result['files'] = len(context['files'])
     log('   %s' % result)
     return result
 
@@ -339,24 +474,6 @@ def run_worker(scenario, context):
         context)
     print(json.dumps(result))
     return 0
-
-
-def reset_peak_rss(pid='self'):
-    "Reset VmHWM (Linux >= 4.0); False where the kernel refuses."
-    try:
-        with open('/proc/%s/clear_refs' % pid, 'w') as stream:
-            stream.write('5')
-        return True
-    except OSError:
-        return False
-
-
-def rss_mb(field, pid='self'):
-    with open('/proc/%s/status' % pid) as stream:
-        for line in stream:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def worker_floor(context):

@@ -312,3 +312,5 @@ TOKENS = TokenCache(CONFIG.cache_size)
 orthanc.RegisterIncomingHttpRequestFilter(filter_request)
 orthanc.RegisterRestCallback(OPEN_ROUTE, open_viewer)
 orthanc.RegisterRestCallback(STATUS_ROUTE, status)
+# The Modality Worklist route and C-FIND callback (its own file).
+import worklist  # noqa: E402,F401

@@ -25,6 +25,7 @@ walk-<role>-<screen>.png), with the logs on failure.
 Environment: KEEP=1 keeps the temporary folder; NODE (default node),
 CHROMIUM (default /usr/bin/chromium), SAO_DIR.
 """
+import contextlib
 import os
 import shutil
 import subprocess
@@ -228,6 +229,54 @@ def orthanc_instances(orthanc):
     return answer.json()['CountInstances']
 
 
+def reconciliation_failures(orthanc):
+    """What is wrong with the CD's images in Orthanc: stored under the
+    chosen patient's PUID and name, the CD's PatientID kept in them, nothing
+    left under the CD's identity (issue 14)."""
+    import io
+
+    import httpx
+    from pydicom import dcmread
+    failures = []
+    with httpx.Client(base_url=orthanc.url, auth=orthanc.auth,
+            timeout=30) as client:
+        patients = client.get('/patients', params={'expand': 'true'}).json()
+        by_id = {p['MainDicomTags']['PatientID']: p for p in patients}
+        if 'FOREIGN-77' in by_id:
+            failures.append('images left under the CD\'s PatientID')
+        patient = by_id.get(PATIENT_PUID)
+        if patient is None:
+            return failures + ['no image under PUID %s' % PATIENT_PUID]
+        instances = client.get('/patients/%s/instances' % patient['ID']
+            ).json()
+        if len(instances) != CD_IMAGES:
+            failures.append('%d images under PUID %s, not %d' % (
+                    len(instances), PATIENT_PUID, CD_IMAGES))
+        for instance in instances:
+            ds = dcmread(io.BytesIO(client.get(
+                        '/instances/%s/file' % instance['ID']).content))
+            if str(ds.PatientName) != '%s^Ada' % PATIENT_LASTNAME:
+                failures.append('PatientName %s' % ds.PatientName)
+            if 'FOREIGN-77' not in [i.PatientID
+                    for i in ds.get('OtherPatientIDsSequence', [])]:
+                failures.append('original PatientID not kept in %s'
+                    % instance['ID'])
+    return failures
+
+
+def cd_study_linked(path):
+    "True if the CD's study (under the PUID) is linked to the patient."
+    import sqlite3
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        rows = connection.execute(
+            'SELECT p.id FROM gnuhealth_imaging_orthanc_study s '
+            'JOIN gnuhealth_patient p ON p.id = s.patient '
+            'JOIN party_party y ON y.id = p.party '
+            'WHERE s.patient_id = ? AND y.ref = ?',
+            (PATIENT_PUID, PATIENT_PUID)).fetchall()
+    return len(rows) == 1
+
+
 def run(workdir, results):
     os.environ.setdefault('SAO_DIR',
         os.path.join(ROOT, 'web', 'build', 'sao'))
@@ -279,8 +328,14 @@ def run(workdir, results):
         elif count != expected:
             failures.append('Orthanc holds %s instances, not %s'
                 % (count, expected))
+        elif reconciliation_failures(orthanc):
+            failures.extend(reconciliation_failures(orthanc))
+        elif not cd_study_linked(stack.sqlite_file(workdir, DATABASE)):
+            failures.append('the CD study is not linked to the patient')
         else:
-            print('Orthanc holds the %d uploaded instances' % count)
+            print('Orthanc holds the %d uploaded instances, the CD\'s '
+                'under PUID %s with the original PatientID kept'
+                % (count, PATIENT_PUID))
             results['upload'] = True
         walk_config = os.path.join(workdir, 'walk.json')
         stack.write_json(walk_config, dict(setup_walk(orthanc, password),

@@ -94,11 +94,17 @@ class OrthancServer:
             plugins=('dicomweb', 'webviewer'), readonly_delete=False,
             workdir=None, keep=False, name='health_orthanc tests', lua=None,
             viewer_secret=None, viewer_script=VIEWER_SCRIPT,
+            dicom=False, worklists_folder=None, extra_config=None,
             index_database=None):
         self.user = user
         # Debian's orthanc-postgresql: Orthanc's index in this database of
         # the machine's PostgreSQL (a URI), as large archives run it.
         self.index_database = index_database
+        # dicom: the DICOM server listens (C-FIND, C-STORE from dcmtk);
+        # worklists_folder: the ModalityWorklists plugin serves it.
+        self.dicom = dicom or bool(worklists_folder)
+        self.worklists_folder = worklists_folder
+        self.extra_config = dict(extra_config or {})
         # With a secret, Orthanc runs the viewer-access script as the README
         # configures it: no built-in authentication, the script decides.
         self.viewer_secret = viewer_secret
@@ -194,6 +200,16 @@ class OrthancServer:
         }
         if self.index_database:
             config['PostgreSQL'] = postgresql_index(self.index_database)
+        if self.dicom:
+            config.update({'DicomServerEnabled': True,
+                    'DicomAlwaysAllowFindWorklist': True,
+                    'DicomAlwaysAllowStore': True})
+        if self.worklists_folder:
+            config['Plugins'].append(os.path.join(PLUGINS_DIR,
+                    PLUGIN_FILES['worklists']))
+            config['Worklists'] = {'Enable': True,
+                'Database': self.worklists_folder}
+        config.update(self.extra_config)
         if self.viewer_secret:
             config.update({
                     'AuthenticationEnabled': False,

@@ -29,10 +29,9 @@ class PreviewCacheTestCase(unittest.TestCase):
 
     def test_not_an_image_is_kept(self):
         for _ in range(2):
-            with self.assertRaises(orthanc.Rejected) as context:
+            with self.assertRaises(orthanc.NotAnImage):
                 self.cache.get('sr', self.fetch(
-                        orthanc.Rejected('cannot render', 415)))
-            self.assertEqual(context.exception.status, 415)
+                        orthanc.NotAnImage('cannot render', 415)))
         self.assertEqual(self.calls, 1)
 
     def test_failures_are_not_kept(self):
@@ -70,8 +69,15 @@ class HelpersTestCase(unittest.TestCase):
         self.assertEqual(clinical.split_person_name('SMITH'), ('SMITH', []))
         self.assertEqual(clinical.split_person_name(None), ('', []))
 
-    def test_is_not_an_image(self):
-        self.assertTrue(clinical.is_not_an_image(orthanc.Rejected('x', 415)))
-        self.assertFalse(clinical.is_not_an_image(orthanc.Rejected('x', 403)))
-        self.assertFalse(clinical.is_not_an_image(orthanc.NotFound('x', 404)))
-        self.assertFalse(clinical.is_not_an_image(None))
+    def test_adapter_error_kinds(self):
+        "Callers tell errors apart by their class, never by a status."
+        self.assertTrue(issubclass(orthanc.NotAnImage, orthanc.Rejected))
+        for error in [orthanc.Unreachable, orthanc.Timeout,
+                orthanc.DeadlineExceeded, orthanc.TLSFailure,
+                orthanc.Unauthorized, orthanc.NotOrthanc]:
+            with self.subTest(error=error):
+                self.assertTrue(issubclass(error, orthanc.ServerDown))
+        for error in [orthanc.NotFound, orthanc.Rejected, orthanc.TooLarge,
+                orthanc.NotAnImage]:
+            with self.subTest(error=error):
+                self.assertFalse(issubclass(error, orthanc.ServerDown))

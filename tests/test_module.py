@@ -1,6 +1,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+from lxml import etree
+
 from trytond.config import config
+from trytond.pool import Pool
 from trytond.tests.test_tryton import ModuleTestCase, with_transaction
+
+UPLOAD_START = 'gnuhealth.imaging_orthanc.upload_image_data.start'
 
 
 class HealthOrthancTestCase(ModuleTestCase):
@@ -41,6 +46,20 @@ class HealthOrthancTestCase(ModuleTestCase):
                 self.assertIn(message, caught.exception.message)
         checked, = upload.check_files(b'DICOM?', 'x.dcm')
         self.assertIsInstance(checked, upload_frames.CheckedFile)
+
+    @with_transaction()
+    def test_upload_widget_only_in_forms(self):
+        "The upload form's clients get binary_dicom, allowed in forms only."
+        def schema(type_):
+            return etree.tostring(Pool().get('ir.ui.view').get_rng(type_))
+        arch = Pool().get(UPLOAD_START).fields_view_get(view_type='form')[
+            'arch']
+        field, = etree.fromstring(arch).xpath(
+            '//field[@name="data_to_upload"]')
+        self.assertEqual(field.get('widget'), 'binary_dicom')
+        self.assertIn(b'binary_dicom', schema('form'))
+        for type_ in ['tree', 'list-form', 'graph', 'calendar']:
+            self.assertNotIn(b'binary_dicom', schema(type_))
 
     def test_limits_from_trytond_conf(self):
         from trytond.modules.health_orthanc import limits

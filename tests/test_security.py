@@ -41,9 +41,11 @@ BUTTONS = {
     (STUDY, 'link_patient'): IMAGING,
     (STUDY, 'unlink_patient'): IMAGING,
     (STUDY, 'delete_study'): {ADMIN},
+    (STUDY, 'reconcile_patient'): {ADMIN},
     (SERIES, 'delete_series'): {ADMIN},
     (INSTANCE, 'attach_image_to_imaging_test_report'): CLINICAL,
     }
+RECONCILE = 'gnuhealth.imaging_orthanc.study.reconcile'
 WIZARDS = {
     ADD_SERVER: {ADMIN},
     GET_NEW_STUDIES: IMAGING,
@@ -51,9 +53,10 @@ WIZARDS = {
     UPLOAD: IMAGING,
     LINK: IMAGING,
     ATTACH: CLINICAL,
+    RECONCILE: {ADMIN},
     }
 # Wizards launched on records rather than from a menu.
-WIZARD_MODELS = {LINK: STUDY, ATTACH: INSTANCE}
+WIZARD_MODELS = {LINK: STUDY, ATTACH: INSTANCE, RECONCILE: STUDY}
 # Fields people may write; everything else is copied from Orthanc or set by
 # GNU Health itself.
 PEOPLE_FIELDS = {
@@ -451,15 +454,21 @@ class SecurityTestCase(rpc.RPCTestCase):
         instance = self.instance_of('main')
         domain = [('resource', '=', '%s,%s' % (RESULT, self.result_id))]
         before = self.admin.search('ir.attachment', domain)
+        # The button opens the attach wizard, which attaches.
+        for role in (RADIOGRAPHER, DOCTOR):
+            self.assertTrue(self.sessions[role].button(INSTANCE,
+                    'attach_image_to_imaging_test_report', [instance]))
         # A radiographer has no right on GNU Health's results.
-        error = self.sessions[RADIOGRAPHER].failure(
-            'model.%s.attach_image_to_imaging_test_report' % INSTANCE,
-            [instance])
-        self.assertIn('may not edit', error.message)
+        action_id = self.server.action_id(ATTACH)
+        with self.sessions[RADIOGRAPHER].wizard(ATTACH, model=INSTANCE,
+                ids=[instance], action_id=action_id) as wizard:
+            with self.assertRaises(rpc.RPCError) as caught:
+                wizard.execute(wizard.start_state)
+        self.assertIn('may not edit', caught.exception.message)
         self.assertEqual(self.admin.search('ir.attachment', domain), before)
         # A doctor may edit results.
-        self.sessions[DOCTOR].button(INSTANCE,
-            'attach_image_to_imaging_test_report', [instance])
+        self.sessions[DOCTOR].run_wizard(ATTACH, [('start', None)],
+            model=INSTANCE, ids=[instance], action_id=action_id)
         self.assertEqual(len(self.admin.search('ir.attachment', domain)), 1)
 
     # --- secrets and the model log -----------------------------------------

@@ -63,20 +63,23 @@ class StreamedUploadTest(rpc.RPCTestCase):
         return httpx.get(self.orthanc.url + '/instances',
             auth=self.orthanc.auth).json()
 
-    def post(self, role, name, data, reference, server=None):
+    def post(self, role, name, data, reference, server=None, patient=None):
         "POST one file as the widget does; the httpx response."
         headers = {'Content-Type': 'application/octet-stream'}
         if role:
             headers['Authorization'] = self.sessions[role].authorization
+        params = {'server': server or self.server_id, 'upload': reference,
+            'name': name}
+        if patient:
+            params['patient'] = patient
         return httpx.post(self.route, content=data, headers=headers,
-            params={'server': server or self.server_id,
-                'upload': reference, 'name': name}, timeout=300)
+            params=params, timeout=300)
 
-    def post_all(self, role, files):
+    def post_all(self, role, files, patient=None):
         "Post (name, bytes) files under a new reference; the reference."
         reference = uuid.uuid4().hex
         for name, data in files:
-            answer = self.post(role, name, data, reference)
+            answer = self.post(role, name, data, reference, patient=patient)
             self.assertEqual(answer.status_code, 200, answer.text)
         return reference
 
@@ -95,7 +98,8 @@ class StreamedUploadTest(rpc.RPCTestCase):
         "A CD: every image stored, the rest named as skipped, linked."
         images = dicom.study(n_series=2, n_instances=3, patient_id='FOREIGN7',
             patient_name='STRANGER^JO')
-        reference = self.post_all('radiographer', dicom.patient_cd(images))
+        reference = self.post_all('radiographer', dicom.patient_cd(images),
+            patient=self.patient_id)
         self.assertEqual(len(self.orthanc_instances()), len(images))
 
         result = self.run_upload_wizard('radiographer', reference,

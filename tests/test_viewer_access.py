@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import tempfile
-import time
 import unittest
 
 import httpx
@@ -23,6 +22,14 @@ PYTHON_PLUGIN = os.path.join(PLUGINS_DIR, PLUGIN_FILES['python'])
 needs_python_plugin = unittest.skipUnless(
     orthanc_available() and os.path.exists(PYTHON_PLUGIN),
     'Orthanc or Debian orthanc-python is not installed')
+
+
+def start_viewer_orthanc(test_class, name):
+    """A throw-away Orthanc with the viewer-access script holding SECRET,
+    stopped when test_class is done."""
+    orthanc = OrthancServer(viewer_secret=SECRET, name=name).start()
+    test_class.addClassCleanup(orthanc.stop)
+    return orthanc
 
 
 class TokenFormatTestCase(unittest.TestCase):
@@ -60,14 +67,10 @@ class ViewerAccessTestCase(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.orthanc = OrthancServer(viewer_secret=SECRET,
-            name='health_orthanc viewer access').start()
+        cls.orthanc = start_viewer_orthanc(cls,
+            'health_orthanc viewer access')
         cls.study_a = cls._store('VIEWER-A')
         cls.study_b = cls._store('VIEWER-B')
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.orthanc.stop()
 
     @classmethod
     def _store(cls, patient_id):

@@ -8,8 +8,9 @@ import httpx
 from ..orthanc_side import viewer_token
 from . import dicom_factory as factory
 from . import rpc
-from .orthanc_server import OrthancServer, upload_files
-from .test_viewer_access import SECRET, needs_python_plugin
+from .orthanc_server import upload_files
+from .test_viewer_access import (
+    SECRET, needs_python_plugin, start_viewer_orthanc)
 
 SERVER = 'gnuhealth.orthanc.config'
 STUDY = 'gnuhealth.imaging_orthanc.study'
@@ -24,9 +25,7 @@ class ViewerRPCTestCase(rpc.RPCTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.orthanc = OrthancServer(viewer_secret=SECRET,
-            name='health_orthanc viewer rpc').start()
-        cls.addClassCleanup(cls.orthanc.stop)
+        cls.orthanc = start_viewer_orthanc(cls, 'health_orthanc viewer rpc')
         super().setUpClass()
         upload_files(cls.orthanc, factory.study(n_series=1, n_instances=1,
                 patient_id='VIEWER-RPC'))

@@ -279,7 +279,14 @@ async function clickUpload(page, form) {
     }
     await page.waitForTimeout(500);
     const result = wizard(page);
-    const text = await allText(result);
+    // The result page is drawn before its values arrive (slow on a busy
+    // machine): wait for the summary.
+    let text = await allText(result);
+    const deadline = Date.now() + TIMEOUT * 2;
+    while (!/file\(s\) sent/.test(text) && Date.now() < deadline) {
+        await page.waitForTimeout(250);
+        text = await allText(result);
+    }
     console.log('    result:\n' + text.split('\n')
         .filter(line => line.trim()).map(line => `      | ${line}`)
         .join('\n'));

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Write the README's performance figures from the benchmarks' JSON.
+
+Each benchmark prints one JSON object on stdout; keep it in
+benchmarks/results/, then let this script write the figure blocks of
+README.md (each between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`):
+
+    python benchmarks/sync.py > benchmarks/results/sync-sqlite.json
+    python benchmarks/sync.py --db postgresql \\
+        > benchmarks/results/sync-postgresql.json
+    python benchmarks/upload.py > benchmarks/results/upload-50.json
+    python benchmarks/viewer_access.py > benchmarks/results/viewer_access.json
+    python benchmarks/readme.py           # rewrite the blocks
+    python benchmarks/readme.py --check   # exit 1 if README.md differs
+
+A block whose results are missing says so instead of showing figures.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+
+HERE = os.path.dirname(os.path.realpath(__file__))
+RESULTS = os.path.join(HERE, 'results')
+README = os.path.join(os.path.dirname(HERE), 'README.md')
+BLOCK = re.compile(r'(<!-- bench:(?P<name>[\w-]+) -->\n)(?P<body>.*?)'
+    r'(<!-- /bench:(?P=name) -->)', re.S)
+SYNC_MEASURES = [
+    ('rest_floor', 'REST floor (fewest calls)'),
+    ('rest_per_study', 'REST per study (2 calls a study)'),
+    ('orm_floor', 'ORM floor (one create per model)'),
+    ('write_floor', 'write floor (batched SQL)'),
+    ('first_incremental', 'first incremental sync'),
+    ('noop_incremental', 'no-op incremental sync'),
+    ('full_empty', 'full sync, empty database'),
+    ('full_nochange', 'full sync, nothing to change'),
+    ]
+DATABASES = {'sqlite': 'SQLite', 'postgresql': 'PostgreSQL'}
+
+
+def results(pattern):
+    "[(file name, JSON)] of the results files matching pattern, sorted."
+    found = []
+    for path in sorted(glob.glob(os.path.join(RESULTS, pattern))):
+        with open(path) as stream:
+            found.append((os.path.basename(path), json.load(stream)))
+    return found
+
+
+def table(header, rows):
+    lines = ['| ' + ' | '.join(header) + ' |',
+        '|' + ' --- |' * len(header)]
+    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+    return lines
+
+
+def number(value, digits=2):
+    return ('%.*f' % (digits, value)).rstrip('0').rstrip('.') or '0'
+
+
+def targets_line(name, targets):
+    "One line: every target of a run, met or MISSED."
+    parts = []
+    for key, value in targets.items():
+        if isinstance(value, dict):
+            parts.append('%s %s (limit %s)%s' % (key, number(value['value'],
+                        3), value['limit'], '' if value['ok']
+                    else ' **MISSED**'))
+        else:
+            parts.append('%s %s' % (key, 'yes' if value else '**no**'))
+    return '- %s: %s.' % (name, '; '.join(parts))
+
+
+def render_sync():
+    runs = []
+    for file_name, report in results('sync-*.json'):
+        for size, run in report['runs'].items():
+            runs.append(('%s %s' % (DATABASES.get(report['db'],
+                            report['db']), size), file_name, run))
+    if not runs:
+        return ['No results in benchmarks/results/sync-*.json yet.']
+    rows = []
+    for key, label in SYNC_MEASURES:
+        row = [label]
+        for _, _, run in runs:
+            values = run.get(key)
+            if not values:
+                row.append('-')
+                continue
+            cell = '%s s / %d req / %s MB' % (number(values['seconds'], 3),
+                values['requests'], number(values['peak_rss_mb'], 0))
+            if 'wrote_nothing' in values:
+                cell += ', wrote nothing' if values['wrote_nothing'] else (
+                    ', **wrote**')
+            row.append(cell)
+        rows.append(row)
+    lines = table(['measurement'] + [r[0] for r in runs], rows)
+    lines.append('')
+    lines.append('Targets (value, limit):')
+    lines.append('')
+    for name, file_name, run in runs:
+        lines.append(targets_line('%s (`%s`)' % (name, file_name),
+                run['targets']))
+    return lines
+
+
+def render_upload():
+    found = results('upload-*.json')
+    if not found:
+        return ['No results in benchmarks/results/upload-*.json yet.']
+    rows = []
+    for file_name, report in found:
+        wizard, rpc = report['wizard'], report.get('rpc')
+        rows.append([
+            '%s MB, %d files (`%s`)' % (number(report['payload_mb'], 1),
+                report['files'], file_name),
+            '%s s' % number(report['floor']['seconds']),
+            '%s s' % number(wizard['seconds']),
+            number(wizard['seconds'] / report['floor']['seconds']),
+            '%s MB (%s MB)' % (number(wizard['peak_rss_mb'], 0),
+                number(wizard['upload_memory_mb'], 0)),
+            number(wizard['upload_memory_mb'] / report['payload_mib']),
+            '%s s, %s MB (%s MB)' % (number(rpc['seconds']),
+                number(rpc['peak_rss_mb'], 0),
+                number(rpc['upload_memory_mb'], 0)) if rpc else '-',
+            ])
+    lines = table(['payload', 'floor', 'wizard', 'wizard / floor',
+            'wizard peak RSS (own)', 'own / payload',
+            'JSON-RPC to trytond: time, peak RSS (own)'], rows)
+    lines.append('')
+    for file_name, report in found:
+        lines.append(targets_line('`%s`' % file_name, report['targets']))
+    return lines
+
+
+def render_viewer():
+    found = results('viewer_access*.json')
+    if not found:
+        return ['No results in benchmarks/results/viewer_access*.json yet.']
+    lines = []
+    labels = {
+        'basic': 'Basic auth (service account, through the script)',
+        'token': 'token cookie',
+        'plain': 'Orthanc without the script, built-in Basic auth '
+        '(reference)',
+        }
+    for file_name, report in found:
+        lines += table(['path (`%s`: %d previews x %d rounds)' % (
+                    file_name, report['previews'], report['rounds']),
+                'previews/s'],
+            [[labels.get(k, k), number(v, 0)]
+                for k, v in report['previews_per_second'].items()])
+        lines.append('')
+        lines.append(targets_line('`%s`' % file_name, report['targets']))
+    return lines
+
+
+RENDER = {'sync': render_sync, 'upload': render_upload,
+    'viewer': render_viewer}
+
+
+def rewrite(text):
+    "README text with every known block written from the results."
+    def block(match):
+        render = RENDER.get(match.group('name'))
+        if render is None:
+            return match.group(0)
+        return match.group(1) + '\n'.join(render()) + '\n' + match.group(4)
+    return BLOCK.sub(block, text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--check', action='store_true',
+        help='only say whether README.md shows what the results say')
+    args = parser.parse_args()
+    with open(README, encoding='utf-8') as stream:
+        text = stream.read()
+    new = rewrite(text)
+    if args.check:
+        if new != text:
+            print('README.md figures differ from benchmarks/results: run '
+                'python benchmarks/readme.py', file=sys.stderr)
+            return 1
+        return 0
+    if new != text:
+        with open(README, 'w', encoding='utf-8') as stream:
+            stream.write(new)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

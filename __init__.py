@@ -3,7 +3,7 @@ from trytond.pool import Pool
 
 from . import (
     clinical, imaging, ir, legacy, problems, roles, server, stream, study,
-    sync, upload, viewer, viewer_log)
+    sync, thumbnail, upload, viewer, viewer_log)
 
 
 def register():
@@ -49,6 +49,8 @@ def register():
         viewer.Study,
         viewer.Series,
         viewer.Patient,
+        thumbnail.Study,
+        thumbnail.Server,
         module='health_orthanc', type_='model')
     Pool.register(
         server.ConnectNewOrthancServer,
@@ -58,4 +60,6 @@ def register():
         clinical.AttachToImagingTest,
         clinical.LinkPatient,
         *roles.role_checked_wizards(),
+        thumbnail.GetNewStudies,
+        thumbnail.FullSynchronize,
         module='health_orthanc', type_='wizard')

@@ -136,14 +136,30 @@ def send_files(client, checked, names, report):
             continue
         body = item.body()
         try:
-            report.files.extend(client.upload(name, body,
-                    zip_files=item.zip_files))
+            report.files.extend(named_zip_skips(name, item,
+                    client.upload(name, body, zip_files=item.zip_files)))
         except (orthanc.Rejected, orthanc.NotFound) as exc:
             # Refused for this file only (a filter, a size limit...).
             report.files.append(_rejected(name, describe_error(exc)))
         del body
     report.current = None
     return report
+
+
+def named_zip_skips(name, item, results):
+    """results, the adapter's count of a ZIP's skipped entries replaced
+    by one Skipped entry per name when the names account for it."""
+    names = item.zip_not_dicom
+    if not names or not results:
+        return results
+    summary = results[-1]
+    stored = len(results) - 1
+    if (summary.status != 'Rejected' or summary.orthanc_id
+            or stored + len(names) != item.zip_files):
+        return results
+    reason = gettext('health_orthanc.msg_upload_skipped_not_dicom')
+    return results[:-1] + [orthanc.UploadedFile('%s/%s' % (name, entry),
+            'Skipped', reason=reason) for entry in names]
 
 
 @without_check_access

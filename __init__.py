@@ -2,8 +2,8 @@
 from trytond.pool import Pool
 
 from . import (
-    clinical, imaging, ir, legacy, problems, roles, server, stream, study,
-    sync, thumbnail, upload, viewer, viewer_log)
+    clinical, deleted, imaging, ir, legacy, problems, roles, server, stream,
+    study, sync, thumbnail, upload, viewer, viewer_log)
 
 
 def register():
@@ -51,6 +51,8 @@ def register():
         viewer.Patient,
         thumbnail.Study,
         thumbnail.Server,
+        deleted.Study,
+        deleted.Series,
         module='health_orthanc', type_='model')
     Pool.register(
         server.ConnectNewOrthancServer,

@@ -64,4 +64,5 @@ def register():
         *roles.role_checked_wizards(),
         thumbnail.GetNewStudies,
         thumbnail.FullSynchronize,
+        thumbnail.UploadImageData,
         module='health_orthanc', type_='wizard')

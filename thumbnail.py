@@ -51,6 +51,18 @@ class Study(metaclass=PoolMeta):
         cls._sql_indexes.add(Index(t, (t.thumbnail_due, Index.Equality()),
                 where=t.thumbnail_due == Literal(True)))
 
+    @classmethod
+    def __register__(cls, module):
+        table_h = cls.__table_handler__(module)
+        added = not table_h.column_exist('thumbnail_due')
+        super().__register__(module)
+        if added:
+            # Studies stored before previews existed get theirs from the
+            # next syncs (in batches), not all during the upgrade.
+            table = cls.__table__()
+            cursor = Transaction().connection.cursor()
+            cursor.execute(*table.update([table.thumbnail_due], [True]))
+
     @staticmethod
     def default_thumbnail_due():
         return False
@@ -226,3 +238,14 @@ class GetNewStudies(SyncWizard, metaclass=PoolMeta):
 
 class FullSynchronize(SyncWizard, metaclass=PoolMeta):
     __name__ = 'gnuhealth.imaging_orthanc.full_synchronize'
+
+
+class UploadImageData(metaclass=PoolMeta):
+    "The pictures of the uploaded studies, as after a sync from a client."
+    __name__ = 'gnuhealth.imaging_orthanc.upload_image_data'
+
+    @classmethod
+    def _sync_studies(cls, server, report):
+        super()._sync_studies(server, report)
+        if not queue_worker():
+            Pool().get(STUDY).render_thumbnails([server])

@@ -36,9 +36,14 @@ async function noDialogs(page, what) {
 
 // The form of the first record of model matching domain, then its tab.
 async function openForm(page, model, name, domain, tabName) {
+    await page.evaluate(() => Sao.Tab.tabs.length && Sao.Tab.tabs.close_current());
+    await settle(page);
     await page.evaluate(([model, name, domain]) => Sao.Tab.create({
-        model, name, domain, mode: ['form', 'tree'],
+        model, name, domain, mode: ['tree', 'form'],
     }), [model, name, domain]);
+    const row = tab(page).locator('.treeview tbody tr').first();
+    await row.waitFor({state: 'visible'});
+    await row.locator('td[data-title]:not(.invisible)').first().dblclick();
     await settle(page);
     const form = tab(page);
     await form.locator('.nav-tabs a').filter({hasText: tabName}).first()

@@ -210,7 +210,7 @@ export async function checkTimeline(page, timeout, list, what) {
     const shown = await handle.evaluate(
         img => img.complete && img.naturalWidth > 0);
     check(shown, `${what}: the first study shows its preview`);
-    const dates = await list.locator('tbody tr td[data-title="Study date"]')
+    const dates = await list.locator('tbody tr td[data-title^="Study date"]')
         .allInnerTexts();
     const sorted = dates.map(d => d.trim()).filter(Boolean);
     // SAO shows the user's date format (month/day/year in English).

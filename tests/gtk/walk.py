@@ -338,8 +338,8 @@ class Walk:
             'gnuhealth.imaging_orthanc.get_new_studies', 'sync', {})
         yield from self.complete_wizard(Action, 'upload', UPLOAD_WIZARD,
             'upload', {}, fill=self.choose_files)
-        yield from self.delete_with_button(SERIES, 'delete_series', 'form')
-        yield from self.delete_with_button(STUDY, 'delete_study', 'tree')
+        yield from self.delete_with_button(SERIES, 'delete_series', 'tree')
+        yield from self.delete_with_button(STUDY, 'delete_study', 'form')
 
     def delete_with_button(self, model, button, kind):
         """Delete study / Delete series clicked as the administrator does,
@@ -356,19 +356,22 @@ class Walk:
             self.close_all()
             return
         screen.current_record = screen.group[0]
+        # selected in the list, as a click does
+        screen.display(set_cursor=True)
+        yield
         if kind == 'form':
             self.open(self.page().sig_switch)
             yield
         self.open(screen.button, {'name': button})
         yield
         yield
-        if kind == 'form':
-            self.open(self.page().sig_switch)  # back to the list
-            yield
         screenshot(name)
         RESULT.setdefault('deleted', {})[button] = {
             'before': before, 'after': rpc(model, 'search_count', []),
-            'shown': len(screen.group)}
+            'view': kind,
+            # a form shows the deleted record (as "Deleted"), a list the
+            # remaining ones
+            'shown': len(screen.group) if kind == 'tree' else None}
         self.close_all()
         yield
 

@@ -109,11 +109,13 @@ class Study(metaclass=PoolMeta):
             client = server.client
             # Those needing no call first: a server going down keeps them.
             for study in sorted(studies, key=lambda s: s.id in chosen):
-                args.extend(([study], {
-                            'thumbnail': study_picture(
-                                client, study, chosen.get(study.id)),
-                            'thumbnail_due': False,
-                            }))
+                values = {'thumbnail_due': False}
+                instance = chosen.get(study.id)
+                picture = study_picture(client, study, instance)
+                if picture is not None or instance is None:
+                    # a failed rendering keeps the picture it had
+                    values['thumbnail'] = picture
+                args.extend(([study], values))
         except orthanc.OrthancError as exc:
             logger.warning("Study previews of %s stopped: %s",
                 server.label, exc)

@@ -3,7 +3,7 @@ from trytond.pool import Pool
 
 from . import (
     clinical, deleted, imaging, ir, legacy, problems, roles, server, stream,
-    study, sync, thumbnail, upload, viewer, viewer_log)
+    study, thumbnail, upload, viewer, viewer_log)
 
 
 def register():
@@ -14,16 +14,11 @@ def register():
         study.PatientOrthancStudy,
         study.StudySeries,
         study.SeriesInstances,
-        sync.SyncServer,
-        sync.SyncStudy,
-        sync.SyncSeries,
-        sync.SyncInstance,
         problems.SyncProblem,
         problems.ProblemServer,
         problems.ProblemStudy,
-        sync.GetNewStudiesStart,
-        sync.FullSynchronizeStart,
-        sync.SyncResult,
+        server.SyncStart,
+        server.SyncResult,
         imaging.Patient,
         imaging.ImagingTestRequest,
         imaging.ImagingTestResult,
@@ -32,9 +27,6 @@ def register():
         stream.UploadFile,
         ir.View,
         ir.Cron,
-        clinical.Study,
-        clinical.Series,
-        clinical.Instance,
         clinical.LinkPatientStart,
         clinical.LinkPatientConfirm,
         legacy.OrthancPatient,
@@ -56,8 +48,8 @@ def register():
         module='health_orthanc', type_='model')
     Pool.register(
         server.ConnectNewOrthancServer,
-        sync.GetNewStudies,
-        sync.FullSynchronize,
+        server.GetNewStudies,
+        server.FullSynchronize,
         upload.UploadImageData,
         clinical.AttachToImagingTest,
         clinical.LinkPatient,

@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Orthanc studies where clinicians look: patient, imaging request, result."""
 from trytond.model import fields
-from trytond.pool import Pool, PoolMeta
+from trytond.pool import PoolMeta
 from trytond.transaction import without_check_access
 
 from .study import search_any
+from .sync import link_results
 
 
 class Patient(metaclass=PoolMeta):
@@ -51,7 +52,6 @@ class ImagingTestResult(metaclass=PoolMeta):
         results = super().create(vlist)
         # A study may have arrived before its result was written: the
         # system links it (the user may not write the mirror).
-        Study = Pool().get('gnuhealth.imaging_orthanc.study')
         with without_check_access():
-            Study.link_results(results)
+            link_results(results)
         return results

@@ -1,60 +1,33 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The registry of Orthanc servers and the wizard that adds one."""
+"""The registry of Orthanc servers, the wizard that adds one, and the
+entry points of their synchronisation (buttons, cron, queued task, wizards),
+which run the engine of sync.py."""
 import datetime
 import logging
-from contextlib import contextmanager
 from urllib.parse import urlsplit
 
+from sql import Select
+
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import ModelSQL, ModelView, Unique, fields
 from trytond.pool import Pool
 from trytond.pyson import Bool, Eval
-from trytond.transaction import without_check_access
+from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
 from . import limits, links, orthanc, roles
-from .exceptions import OrthancServerError, ServerURLError
+from .exceptions import (
+    OrthancServerError, OrthancSyncBusy, OrthancSyncError, ServerURLError,
+    describe_error, orthanc_errors)
+from .sync import (
+    REFUSALS, ServerSync, SyncStats, queue_worker, refusal_reason,
+    sync_lock_key)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0
 VIEWER_FLAGS = set(links.VIEWER_PLUGINS.values())
-
-# Most specific first: Timeout and TLSFailure are kinds of network failure.
-_REASONS = [
-    (orthanc.Unauthorized, 'msg_reason_unauthorized'),
-    (orthanc.DeadlineExceeded, 'msg_reason_deadline'),
-    (orthanc.TooLarge, 'msg_reason_too_large'),
-    (orthanc.Timeout, 'msg_reason_timeout'),
-    (orthanc.TLSFailure, 'msg_reason_tls'),
-    (orthanc.Unreachable, 'msg_reason_unreachable'),
-    (orthanc.NotOrthanc, 'msg_reason_not_orthanc'),
-    (orthanc.NotFound, 'msg_reason_not_found'),
-    (orthanc.Rejected, 'msg_reason_rejected'),
-    ]
-
-
-def describe_error(exc):
-    "A translated sentence for an adapter error, free of credentials."
-    detail = orthanc.redact(exc.reason or '')
-    for error_class, message in _REASONS:
-        if isinstance(exc, error_class):
-            return gettext('health_orthanc.' + message,
-                status=exc.status or '', detail=detail,
-                **exc.message_values)
-    return gettext('health_orthanc.msg_reason_other', detail=detail)
-
-
-@contextmanager
-def orthanc_errors(label, message='msg_server_error',
-        error=OrthancServerError, **values):
-    "Turn the adapter's errors into a UserError naming the server."
-    try:
-        yield
-    except orthanc.OrthancError as exc:
-        raise error(gettext('health_orthanc.' + message,
-                server=label, reason=describe_error(exc), **values)) from exc
-
 
 def presence(found):
     return gettext('health_orthanc.msg_present' if found
@@ -142,6 +115,12 @@ class ServerConfig(ModelSQL, ModelView):
     last_sync_updated = fields.Integer('Updated', readonly=True)
     last_sync_removed = fields.Integer('Removed', readonly=True)
     last_sync_error = fields.Text('Last sync error', readonly=True)
+    last_change_mark = fields.Char('Change at the cursor', readonly=True,
+        help="Date and resource of Orthanc's change at the stored cursor: "
+        "another change there means that Orthanc was replaced")
+    last_sync_notice = fields.Text('Last sync notice', readonly=True,
+        help="What the last synchronization noticed: an Orthanc reset, "
+        "studies the database refused")
     explorer_link = fields.Function(fields.Char('Orthanc Explorer'),
         'on_change_with_explorer_link')
     # The names and meanings of gnuhealth-orthanc 5.0.4 (its views,
@@ -166,6 +145,8 @@ class ServerConfig(ModelSQL, ModelView):
         cls._order = [('label', 'ASC')]
         cls._buttons.update({
                 'check_connection': {'invisible': roles.admin_only()},
+                'sync_changes': {'invisible': roles.imaging_only()},
+                'full_sync': {'invisible': roles.admin_only()},
                 })
 
     @staticmethod
@@ -359,6 +340,190 @@ class ServerConfig(ModelSQL, ModelView):
                 values = cls.info_values(info)
             cls.write([server], values)
 
+    # --- synchronisation: entry points ---------------------------------
+    @classmethod
+    @ModelView.button
+    def sync_changes(cls, servers):
+        "Store what changed on Orthanc since each server's cursor."
+        return cls.sync_now_or_queue(servers, 'incremental')
+
+    @classmethod
+    @ModelView.button
+    def full_sync(cls, servers):
+        "Reconcile every study of each server with Orthanc."
+        return cls.sync_now_or_queue(servers, 'full')
+
+    @classmethod
+    def sync_now_or_queue(cls, servers, kind):
+        "Sync servers here, or leave it to trytond's worker if there is one."
+        if queue_worker():
+            return cls.queue_sync(servers, kind)
+        cls.synchronize(servers, kind)
+
+    @classmethod
+    def queue_sync(cls, servers, kind):
+        """Leave the sync of servers to trytond's worker and say so.
+
+        The note goes on each server's form (the sync that runs clears it);
+        a problem row, not the server's row, so that a running sync, which
+        holds that row, does not make the client wait.
+        """
+        Problem = Pool().get('gnuhealth.imaging_orthanc.sync_problem')
+        cls.__queue__.run_queued_sync(servers, kind)
+        with without_check_access():
+            Problem.note_servers(servers, gettext(
+                    'health_orthanc.msg_sync_queued_note', kind=kind))
+        return 'reload'
+
+    @classmethod
+    def run_queued_sync(cls, servers, kind):
+        """What the worker runs, as the user who queued it.
+
+        A server already being synchronized is skipped with a note on its
+        form and the task ends: the running sync stores the changes, and
+        retrying would only queue up behind it.  A failure is recorded on
+        the form too: the task ends cleanly either way.
+        """
+        cls.synchronize_apart(kind, servers)
+
+    @classmethod
+    def cron_sync_changes(cls):
+        cls.synchronize_apart('incremental')
+
+    @classmethod
+    def cron_full_sync(cls):
+        cls.synchronize_apart('full')
+
+    @classmethod
+    @without_check_access
+    def synchronize_apart(cls, kind, servers=None):
+        """Sync each server (all when None) in a transaction of its own.
+
+        A server that fails, whatever the reason, rolls back no other one;
+        its failure is recorded on its form.
+        """
+        if servers is None:
+            servers = cls.search([])
+        for server_id in [s.id for s in servers]:
+            with Transaction().new_transaction() as transaction:
+                try:
+                    cls.synchronize([server_id], kind, raise_errors=False)
+                except (*REFUSALS, backend.DatabaseOperationalError) as exc:
+                    transaction.rollback()
+                    cls(server_id)._record_database_failure(kind, exc)
+
+    def _record_database_failure(self, kind, exc):
+        error = OrthancSyncError(gettext(
+                'health_orthanc.msg_sync_database_failed',
+                server=self.label, reason=refusal_reason(exc)))
+        self.__class__.write([self], self._sync_status(kind, error=error))
+        logger.warning("Orthanc %s sync of %s failed in the database: %s",
+            kind, self.label, refusal_reason(exc))
+
+    @classmethod
+    @without_check_access
+    def synchronize(cls, servers, kind, raise_errors=True):
+        """Sync servers (all when None) with the engine (sync.ServerSync);
+        return the SyncStats of the run."""
+        if servers is None:
+            servers = cls.search([])
+        if not servers:
+            return SyncStats()
+        servers = cls._claim(cls.browse(servers), raise_errors)
+        totals, failures = SyncStats(), []
+        for server in servers:
+            try:
+                stats = ServerSync(server).run(kind)
+            except OrthancSyncError as exc:
+                failures.append(exc)
+                cls.write([server], server._sync_status(kind, error=exc))
+                logger.warning("Orthanc %s sync of %s failed: %s",
+                    kind, server.label, exc.message)
+            else:
+                totals.add(stats)
+                cls.write([server], server._sync_status(kind, stats=stats))
+                logger.info("Orthanc %s sync of %s: %s created, %s updated, "
+                    "%s removed, %s refused", kind, server.label,
+                    stats.created, stats.updated, stats.removed,
+                    stats.problems)
+        if failures and raise_errors:
+            # Keep the pages stored before the failure and the error shown
+            # on the server form: both are consistent with the cursor.
+            Transaction().commit()
+            raise failures[0]
+        return totals
+
+    @classmethod
+    def _claim(cls, servers, raise_errors):
+        """The servers this sync holds until the transaction ends.
+
+        A non-blocking advisory lock (PostgreSQL) tells a second sync that
+        one is running: it raises, or skips the server when raise_errors
+        is off.  Then the rows are locked: under PostgreSQL's repeatable
+        read this fails, and trytond retries with fresh data, when a sync
+        that ended after this transaction began moved the cursor.
+        trytond's lock() is not used: it restarts the transaction and its
+        lock error could not be caught here.
+        """
+        Problem = Pool().get('gnuhealth.imaging_orthanc.sync_problem')
+        transaction = Transaction()
+        cursor = transaction.connection.cursor()
+        claimed = []
+        for server in servers:
+            cursor.execute(*Select([
+                        transaction.database.lock_id(
+                            sync_lock_key(server.id))]))
+            held, = cursor.fetchone()
+            if held:
+                claimed.append(server)
+            else:
+                cls._skip_busy(server, raise_errors)
+        if claimed and backend.name == 'postgresql':
+            # NO KEY UPDATE (python-sql knows only UPDATE and SHARE) lets a
+            # skipped sync still insert its note referencing the server.
+            cursor.execute('SELECT 1 FROM "%s" WHERE id IN (%s) '
+                'FOR NO KEY UPDATE' % (cls._table,
+                    ', '.join(str(int(s.id)) for s in claimed)))
+        Problem.clear_server_notes(claimed)
+        return claimed
+
+    @classmethod
+    def _skip_busy(cls, server, raise_errors):
+        "Record on the server's form that this run was skipped, and say so."
+        Problem = Pool().get('gnuhealth.imaging_orthanc.sync_problem')
+        message = gettext('health_orthanc.msg_sync_already_running',
+            server=server.label)
+        logger.info("Orthanc sync skipped: %s", message)
+        # The running sync holds the server's row: a problem row of its own,
+        # in a transaction of its own, is what can be written meanwhile.
+        try:
+            with Transaction().new_transaction():
+                Problem.note_server(server, message)
+        except backend.DatabaseOperationalError:
+            # The running sync ended meanwhile: its outcome is on the form.
+            logger.info("Skipped sync of %s not noted", server.label)
+        if raise_errors:
+            raise OrthancSyncBusy(message)
+
+    def _sync_status(self, kind, stats=None, error=None):
+        values = {
+            'last_sync_date': datetime.datetime.now(),
+            'last_sync_kind': kind,
+            'last_sync_error': error.message if error else None,
+            }
+        if stats:
+            notices = [stats.notice] if stats.notice else []
+            if stats.problems:
+                notices.append(gettext('health_orthanc.msg_sync_problems',
+                        server=self.label, count=stats.problems))
+            values.update({
+                    'last_sync_created': stats.created,
+                    'last_sync_updated': stats.updated,
+                    'last_sync_removed': stats.removed,
+                    'last_sync_notice': '\n'.join(notices) or None,
+                    })
+        return values
+
 
 class AddOrthancInitData(ModelView):
     "Add an Orthanc server"
@@ -462,3 +627,73 @@ class ConnectNewOrthancServer(Wizard):
             'message': getattr(self.status, 'message', None),
             'server': server.id if server else None,
             }
+
+
+# --- synchronisation wizards --------------------------------------------
+class SyncStart(ModelView):
+    "Synchronize studies"
+    # The start of both sync wizards (the name of the earlier module's
+    # incremental one; the full one had a start model of its own, dropped).
+    __name__ = 'gnuhealth.imaging_orthanc.get_new_studies.start'
+
+    servers = fields.Many2Many('gnuhealth.orthanc.config', None, None,
+        'Servers', help="Leave empty for all servers")
+
+
+class SyncResult(ModelView):
+    "Synchronisation result"
+    __name__ = 'gnuhealth.imaging_orthanc.sync.result'
+
+    message = fields.Text('Result', readonly=True)
+
+
+def sync_start(view):
+    "The start state of a sync wizard; view: its XML id (both kept)."
+    return StateView('gnuhealth.imaging_orthanc.get_new_studies.start', view,
+        [
+            Button('Cancel', 'end', 'tryton-cancel'),
+            Button('Synchronize', 'sync', 'tryton-ok', default=True),
+            ])
+
+
+class _SyncWizard(Wizard):
+    kind = None
+
+    sync = StateTransition()
+    result = StateView('gnuhealth.imaging_orthanc.sync.result',
+        'health_orthanc.sync_result_view_form', [
+            Button('Close', 'end', 'tryton-close', default=True),
+            ])
+
+    def transition_sync(self):
+        Server = Pool().get('gnuhealth.orthanc.config')
+        servers = list(self.start.servers) or Server.search([])
+        if queue_worker():
+            # A worker runs it: the client does not wait for a large sync.
+            Server.queue_sync(servers, self.kind)
+            self.result.message = gettext('health_orthanc.msg_sync_queued')
+        else:
+            stats = Server.synchronize(servers, self.kind)
+            self.result.message = gettext('health_orthanc.msg_sync_done',
+                created=stats.created, updated=stats.updated,
+                removed=stats.removed, kept=stats.kept_missing)
+        return 'result'
+
+    def default_result(self, fields):
+        return {'message': self.result.message}
+
+
+class GetNewStudies(_SyncWizard):
+    "Get new studies from Orthanc"
+    __name__ = 'gnuhealth.imaging_orthanc.get_new_studies'
+    kind = 'incremental'
+
+    start = sync_start('health_orthanc.get_new_studies_start_form')
+
+
+class FullSynchronize(_SyncWizard):
+    "Fully synchronize studies with Orthanc"
+    __name__ = 'gnuhealth.imaging_orthanc.full_synchronize'
+    kind = 'full'
+
+    start = sync_start('health_orthanc.full_synchronize_start_form')

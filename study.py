@@ -1,12 +1,20 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""GNU Health's mirror of Orthanc: studies, their series and instances."""
+"""GNU Health's mirror of Orthanc: studies, their series and instances.
+
+Each model's fields and behaviour in one place: what synchronisation
+stores (its engine is sync.py), viewer links, previews, images attached to
+imaging results, deletion on Orthanc and linking studies to patients by
+hand (the helpers and wizards of that clinical work are in clinical.py).
+"""
+import logging
+from collections import Counter, defaultdict
+
 from sql import Literal, Null, Table
 from sql.aggregate import Count
 from sql.functions import CurrentTimestamp, Trim
 
 from trytond import backend
 from trytond.i18n import gettext
-
 from trytond.model import Index, ModelSQL, ModelView, Unique, fields
 from trytond.model.exceptions import SQLConstraintError
 from trytond.pool import Pool
@@ -14,10 +22,21 @@ from trytond.pyson import Bool, Eval, If
 from trytond.tools import grouped_slice
 from trytond.transaction import Transaction
 
-from . import links
+from . import links, orthanc, roles
+from .clinical import (
+    MAX_CANDIDATES, _previews, delete_on_orthanc, is_not_an_image,
+    log_deletion, raise_delete_errors, split_person_name)
+from .exceptions import ImagingLinkError, OrthancServerError, describe_error
+
+logger = logging.getLogger(__name__)
 
 SERVER_MODEL = 'gnuhealth.orthanc.config'
+STUDY = 'gnuhealth.imaging_orthanc.study'
+SERIES = 'gnuhealth.imaging_orthanc.study_series'
+INSTANCE = 'gnuhealth.imaging_orthanc.series_instances'
 VIEWER_PLUGINS = links.VIEWER_PLUGINS
+# Written when a person links, confirms or unlinks a study by hand.
+LINK_REVIEW_CLEARED = {'link_review': None, 'link_review_reason': None}
 
 
 def viewer_field(string, flag):
@@ -193,6 +212,24 @@ class PatientOrthancStudy(ViewerPlugins, UniqueOrthancId, ModelSQL,
     gnuhealth_patient_name = fields.Function(fields.Char('Health Patient',
             help="Name of the linked GNU Health patient (earlier name)"),
         'get_gnuhealth_patient_name')
+    missing_on_orthanc = fields.Boolean('Missing on Orthanc', readonly=True,
+        help="Orthanc no longer has this study; it is kept because it "
+        "carries what a person wrote or decided (notes, a comment, links, "
+        "attached images), and reused if Orthanc gets it back")
+    manual_link = fields.Boolean('Linked by hand', readonly=True,
+        help="The patient and result links were set by hand: "
+        "synchronisation leaves them alone")
+    link_review = fields.Selection([
+            (None, ''),
+            ('conflict', 'Conflict'),
+            ('reconcile', 'To reconcile'),
+            ], 'Link review', readonly=True, sort=False,
+        help="Conflict: the study's accession number or UID names an imaging "
+        "request of another patient, so it was not linked to it.\n"
+        "To reconcile: linked to an imaging request although its PatientID "
+        "is nobody's; confirm or undo it with Link to patient or Unlink.")
+    link_review_reason = fields.Text('Review reason', readonly=True,
+        states={'invisible': ~Eval('link_review')})
 
     @classmethod
     def __setup__(cls):
@@ -204,11 +241,33 @@ class PatientOrthancStudy(ViewerPlugins, UniqueOrthancId, ModelSQL,
                 Index(t, (t.accession_number, Index.Equality()),
                     where=t.accession_number != Null),
                 Index(t, (t.patient_id, Index.Equality())),
+                # The 'To review' and 'Missing on Orthanc' lists count these.
+                Index(t, (t.link_review, Index.Equality()),
+                    where=t.link_review != Null),
+                Index(t, (t.missing_on_orthanc, Index.Equality()),
+                    where=t.missing_on_orthanc == Literal(True)),
                 })
         cls._order = [
             ('study_date', 'DESC NULLS LAST'),
             ('id', 'DESC'),
             ]
+        cls._buttons.update({
+                'link_patient': {
+                    'invisible': roles.imaging_only(),
+                    'icon': 'tryton-link',
+                    },
+                'unlink_patient': {
+                    'invisible': (roles.imaging_only()
+                        | (~Eval('patient') & ~Eval('imaging_test')
+                            & ~Eval('imaging_request'))),
+                    'depends': ['patient', 'imaging_test', 'imaging_request'],
+                    'icon': 'tryton-clear',
+                    },
+                'delete_study': {
+                    'invisible': roles.admin_only(),
+                    'icon': 'tryton-delete',
+                    },
+                })
 
     @classmethod
     def __register__(cls, module):
@@ -290,6 +349,176 @@ class PatientOrthancStudy(ViewerPlugins, UniqueOrthancId, ModelSQL,
         return search_any(clause, ['description', 'patient_name',
                 'patient_id', 'accession_number', 'study_instance_UID'])
 
+    # --- synchronisation (its engine is sync.py) ------------------------
+    @classmethod
+    def get_new_studies(cls):
+        "Incremental sync of every server (name kept from the spec)."
+        Server = Pool().get(SERVER_MODEL)
+        return Server.synchronize(None, 'incremental')
+
+    @classmethod
+    def full_synchronize(cls):
+        "Full reconciliation of every server (name kept from the spec)."
+        Server = Pool().get(SERVER_MODEL)
+        return Server.synchronize(None, 'full')
+
+    @classmethod
+    def written_by_people(cls, studies):
+        """The studies among studies that carry what a person wrote or
+        decided: notes (on the study or one of its series), a merge
+        comment, a link by hand, a link to a request or a result, images
+        attached from it to a result, Tryton notes or attachments on it or
+        its series.  A few searches for the whole list."""
+        Series = Pool().get(SERIES)
+        kept = {s for s in studies if s.notes or s.merge_comment
+            or s.manual_link or s.imaging_request or s.imaging_test}
+        rest = [s for s in studies if s not in kept]
+        if rest:
+            series = []
+            for sub in grouped_slice([s.id for s in rest]):
+                series.extend(Series.search([('study', 'in', list(sub))]))
+            kept.update(s.study for s in Series.written_by_people(series))
+            kept |= with_notes_or_attachments(rest)
+        rest = [s for s in rest if s not in kept]
+        if rest:
+            attached = studies_with_attached_images()
+            kept.update(s for s in rest if s.study_instance_UID in attached)
+        return kept
+
+    # --- deletion -------------------------------------------------------
+    @classmethod
+    @ModelView.button
+    def delete_study(cls, studies):
+        "Delete studies on Orthanc, then in GNU Health."
+        done, errors = delete_on_orthanc(studies,
+            lambda client, uid: client.delete_study(uid),
+            'msg_delete_study_failed',
+            lambda s: {'study': s.rec_name})
+        if done:
+            log_deletion(cls, done)
+            cls.delete(done)
+        raise_delete_errors(errors, done)
+        # Lists search again; custom.js drops the deleted records in SAO.
+        return 'reload'
+
+    @classmethod
+    def remove_series(cls, studies):
+        """Bring studies up to date after some of their series were deleted.
+
+        A study left without series is deleted, as Orthanc does.
+        """
+        Series = Pool().get(SERIES)
+        studies = list(set(studies))
+        if not studies:
+            return
+        remaining = defaultdict(list)
+        for series in Series.search([
+                    ('study', 'in', [s.id for s in studies]),
+                    ]):
+            remaining[series.study.id].append(series)
+        empty = [s for s in studies if not remaining[s.id]]
+        to_write = []
+        for study in studies:
+            series_list = remaining[study.id]
+            if not series_list:
+                continue
+            modalities = sorted({s.modality for s in series_list} - {None})
+            to_write.extend(([study], {
+                        'series_count': len(series_list),
+                        'instance_count': sum(
+                            s.instance_count or 0 for s in series_list),
+                        'modalities': ', '.join(modalities) or None,
+                        }))
+        if to_write:
+            cls.write(*to_write)
+        if empty:
+            log_deletion(cls, empty)
+            cls.delete(empty)
+
+    # --- manual linking -------------------------------------------------
+    @classmethod
+    @ModelView.button_action('health_orthanc.act_study_link_patient')
+    def link_patient(cls, studies):
+        pass
+
+    @classmethod
+    @ModelView.button
+    def unlink_patient(cls, studies):
+        "Detach studies from their patient, request and result for good."
+        cls.write(list(studies), {
+                'patient': None,
+                'imaging_request': None,
+                'imaging_test': None,
+                'manual_link': True,
+                **LINK_REVIEW_CLEARED,
+                })
+
+    @classmethod
+    def link_to_patient(cls, studies, patient, result=None):
+        """Link studies by hand to patient and optionally to a result.
+
+        A request of another patient is dropped; synchronisation leaves the
+        links alone from now on, and the study no longer needs review.
+        """
+        to_write = []
+        for study in studies:
+            values = {
+                'patient': patient.id,
+                'imaging_test': result.id if result else None,
+                'manual_link': True,
+                **LINK_REVIEW_CLEARED,
+                }
+            if result:
+                values['imaging_request'] = (
+                    result.request.id if result.request else None)
+            elif (study.imaging_request
+                    and study.imaging_request.patient != patient):
+                values['imaging_request'] = None
+            to_write.extend(([study], values))
+        if to_write:
+            cls.write(*to_write)
+
+    @classmethod
+    def patient_candidates(cls, studies, limit=MAX_CANDIDATES):
+        """Patients who may be the person of studies, best first.
+
+        Found by PatientID (PUID or an alternative identifier), family name
+        and birth date, in one search; scored 4, 2 (+1 for a given name)
+        and 1.  Returns [(score, patient)].
+        """
+        Patient = Pool().get('gnuhealth.patient')
+        ids = {s.patient_id for s in studies if s.patient_id}
+        names = [split_person_name(s.patient_name) for s in studies]
+        families = {f.lower() for f, _ in names if f}
+        given = {g.lower() for _, gs in names for g in gs}
+        dobs = {s.patient_birth_date for s in studies if s.patient_birth_date}
+        clauses = []
+        if ids:
+            clauses.append(('puid', 'in', sorted(ids)))
+            clauses.append(('party.alternative_ids.code', 'in', sorted(ids)))
+        for family in sorted(families):
+            clauses.append(('party.lastname', 'ilike', family))
+        if dobs:
+            clauses.append(('party.dob', 'in', sorted(dobs)))
+        if not clauses:
+            return []
+        scored = []
+        for patient in Patient.search(['OR'] + clauses, limit=10 * limit):
+            party = patient.party
+            codes = {a.code for a in party.alternative_ids} | {party.ref}
+            score = 0
+            if codes & ids:
+                score += 4
+            if (party.lastname or '').lower() in families:
+                score += 2
+                if {n.lower() for n in (party.name or '').split()} & given:
+                    score += 1
+            if party.dob and party.dob in dobs:
+                score += 1
+            scored.append((score, patient))
+        scored.sort(key=lambda s: (-s[0], s[1].rec_name, s[1].id))
+        return scored[:limit]
+
 
 class MirroredChild(UniqueOrthancId):
     """A series or an instance, whose server is copied from its parent in
@@ -338,12 +567,21 @@ class StudySeries(ViewerPlugins, MirroredChild, ModelSQL, ModelView):
         'series', 'Instances', readonly=True)
     stone_viewer_link = viewer_field('Stone Viewer', 'has_stone')
     web_viewer_link = viewer_field('Orthanc Web Viewer', 'has_webviewer')
+    missing_on_orthanc = fields.Boolean('Missing on Orthanc', readonly=True,
+        help="Orthanc no longer lists this series; it is kept because it "
+        "carries notes")
 
     @classmethod
     def __setup__(cls):
         super().__setup__()
         cls._order = [('study', 'DESC'), ('series_number', 'ASC'),
             ('id', 'ASC')]
+        cls._buttons.update({
+                'delete_series': {
+                    'invisible': roles.admin_only(),
+                    'icon': 'tryton-delete',
+                    },
+                })
 
     @classmethod
     def get_links(cls, series_list, names):
@@ -361,6 +599,39 @@ class StudySeries(ViewerPlugins, MirroredChild, ModelSQL, ModelView):
     def get_rec_name(self, name):
         parts = [self.modality, self.series_number, self.series_description]
         return ' '.join(p for p in parts if p) or self.series_UID
+
+    @classmethod
+    def written_by_people(cls, series_list):
+        "The series among series_list with notes, Tryton's or their own."
+        kept = {s for s in series_list if s.notes}
+        return kept | with_notes_or_attachments(
+            [s for s in series_list if s not in kept])
+
+    @classmethod
+    def flag_missing(cls, series_list):
+        to_flag = [s for s in series_list if not s.missing_on_orthanc]
+        if to_flag:
+            cls.write(to_flag, {'missing_on_orthanc': True})
+
+    @classmethod
+    @ModelView.button
+    def delete_series(cls, series_list):
+        """Delete series on Orthanc, then in GNU Health.
+
+        A study whose last series is deleted is deleted too.
+        """
+        Study = Pool().get(STUDY)
+        done, errors = delete_on_orthanc(series_list,
+            lambda client, uid: client.delete_series(uid),
+            'msg_delete_series_failed',
+            lambda s: {'series': s.rec_name, 'study': s.study.rec_name})
+        if done:
+            studies = [s.study for s in done]
+            log_deletion(cls, done)
+            cls.delete(done)
+            Study.remove_series(studies)
+        raise_delete_errors(errors, done)
+        return 'reload'
 
 
 class SeriesInstances(MirroredChild, ModelSQL, ModelView):
@@ -380,14 +651,200 @@ class SeriesInstances(MirroredChild, ModelSQL, ModelView):
     instance_number = fields.Integer('Instance number', readonly=True)
     image_position_patient = fields.Char('Image position (patient)',
         readonly=True)
+    instance_number_text = fields.Char('Instance number (text)',
+        readonly=True,
+        help="DICOM InstanceNumber too large for the number field")
+    preview = fields.Function(fields.Binary('Preview'), 'get_preview')
+    preview_message = fields.Function(fields.Char('Preview status'),
+        'get_preview')
+    # gnuhealth-orthanc 5.0.4's name for the preview.
+    image = fields.Function(fields.Binary('Image',
+            help="The preview (earlier name)"), 'get_preview')
 
     @classmethod
     def __setup__(cls):
         super().__setup__()
         cls._order = [('series', 'ASC'), ('instance_number', 'ASC NULLS LAST'),
             ('id', 'ASC')]
+        cls._buttons.update({
+                'attach_image_to_imaging_test_report': {
+                    'icon': 'tryton-attach',
+                    },
+                })
 
     def get_rec_name(self, name):
         if self.instance_number is not None:
             return '%s #%s' % (self.series.rec_name, self.instance_number)
         return self.sop_instance_UID
+
+    # --- preview --------------------------------------------------------
+    @classmethod
+    def get_preview(cls, instances, names):
+        """The PNG preview and why there is none.
+
+        Orthanc is asked only when exactly one instance is read, as a form
+        does: lists get None without any request.
+        """
+        result = {n: {i.id: None for i in instances} for n in names}
+        if len(instances) != 1:
+            return result
+        instance, = instances
+        image, message = instance._preview()
+        values = {'preview': image, 'image': image,
+            'preview_message': message}
+        for name in names:
+            result[name][instance.id] = values[name]
+        return result
+
+    def get_image(self, name=None):
+        "The PNG preview or None, as gnuhealth-orthanc 5.0.4's get_image."
+        return self._preview()[0]
+
+    def _preview(self):
+        "(PNG, None) or (None, why there is no preview)."
+        server = self.server
+        key = (Transaction().database.name, server.id, self.orthanc_UID)
+        try:
+            image = _previews.get(key,
+                lambda: server.client.preview(self.orthanc_UID))
+        except orthanc.OrthancError as exc:
+            if is_not_an_image(exc):
+                return None, gettext('health_orthanc.msg_preview_not_image')
+            logger.info("No preview of %s from %s: %s",
+                self.orthanc_UID, server.label, exc)
+            return None, gettext('health_orthanc.msg_preview_failed',
+                server=server.label, reason=describe_error(exc))
+        return image, None
+
+    # --- attaching to imaging results -----------------------------------
+    @classmethod
+    @ModelView.button
+    def attach_image_to_imaging_test_report(cls, instances):
+        cls.attach_to_imaging_test(instances)
+
+    @classmethod
+    def attach_to_imaging_test(cls, instances):
+        """Attach the PNG of each instance to its study's imaging result.
+
+        All or nothing: an instance whose study has no result, or that
+        Orthanc cannot render, stops it before anything is stored.  An
+        instance attached before has its attachment updated.
+        """
+        Attachment = Pool().get('ir.attachment')
+        instances = list(dict.fromkeys(instances))
+        if not instances:
+            return
+        for instance in instances:
+            study = instance.series.study
+            if not study.imaging_test:
+                raise ImagingLinkError(gettext(
+                        'health_orthanc.msg_attach_no_result',
+                        study=study.rec_name, uid=study.study_instance_UID))
+        results = {i.series.study.imaging_test for i in instances}
+        refused = results - set(roles.writable(results))
+        if refused:
+            raise ImagingLinkError(gettext(
+                    'health_orthanc.msg_attach_result_not_writable',
+                    result=', '.join(sorted(r.rec_name for r in refused))))
+        names = cls.attachment_names(instances)
+        existing = {(str(a.resource), a.name): a for a in Attachment.search([
+                    ('resource', 'in', list({
+                                str(i.series.study.imaging_test)
+                                for i in instances})),
+                    ('name', 'in', list(set(names.values()))),
+                    ])}
+        to_create, to_write = [], []
+        for instance in instances:
+            values = {
+                'name': names[instance],
+                'type': 'data',
+                'data': instance._image_to_attach(),
+                'description': instance.attachment_description,
+                }
+            resource = str(instance.series.study.imaging_test)
+            attachment = existing.get((resource, names[instance]))
+            if attachment:
+                to_write.extend(([attachment], values))
+            else:
+                values['resource'] = resource
+                to_create.append(values)
+        if to_write:
+            Attachment.write(*to_write)
+        if to_create:
+            Attachment.create(to_create)
+
+    def _image_to_attach(self):
+        server = self.server
+        key = (Transaction().database.name, server.id, self.orthanc_UID)
+        try:
+            with server.errors('msg_attach_failed', OrthancServerError,
+                    instance=self.rec_name):
+                return _previews.get(key,
+                    lambda: server.client.preview(self.orthanc_UID))
+        except OrthancServerError as exc:
+            if is_not_an_image(exc.__cause__):
+                raise ImagingLinkError(gettext(
+                        'health_orthanc.msg_attach_not_image',
+                        instance=self.rec_name)) from exc
+            raise
+
+    @classmethod
+    def attachment_names(cls, instances):
+        """Deterministic attachment names by instance.
+
+        <StudyInstanceUID>-<SeriesNumber>-<InstanceNumber>.png; a missing
+        number, or an instance number shared by several instances of the
+        series, is replaced by the series or SOP instance UID.
+        """
+        series_ids = list({i.series.id for i in instances})
+        numbers = Counter((v['series'], v['instance_number'])
+            for v in cls.search_read([('series', 'in', series_ids)],
+                fields_names=['series', 'instance_number']))
+        names = {}
+        for instance in instances:
+            series = instance.series
+            number = instance.instance_number
+            if number is None or numbers[(series.id, number)] > 1:
+                number = instance.sop_instance_UID
+            names[instance] = '%s-%s-%s.png' % (
+                series.study.study_instance_UID,
+                series.series_number or series.series_UID, number)
+        return names
+
+    @property
+    def attachment_description(self):
+        return gettext('health_orthanc.msg_attachment_description',
+            number=('-' if self.instance_number is None
+                else self.instance_number),
+            position=(self.image_position_patient or '-').replace('\\', ', '),
+            series=self.series.rec_name,
+            study=self.series.study.rec_name)
+
+
+def with_notes_or_attachments(records):
+    "The records among records that have Tryton notes or attachments."
+    pool = Pool()
+    found = set()
+    if not records:
+        return found
+    by_ref = {str(r): r for r in records}
+    for model in ('ir.note', 'ir.attachment'):
+        Model = pool.get(model)
+        for sub in grouped_slice(list(by_ref)):
+            for values in Model.search_read([('resource', 'in', list(sub))],
+                    fields_names=['resource']):
+                found.add(by_ref[values['resource']])
+    return found
+
+
+def studies_with_attached_images():
+    """StudyInstanceUIDs of the images attached to imaging results.
+
+    The attach action names them <StudyInstanceUID>-<series>-<instance>.png
+    (UIDs hold no dash): one search reading only names.
+    """
+    Attachment = Pool().get('ir.attachment')
+    return {v['name'].split('-', 1)[0] for v in Attachment.search_read([
+                ('resource', 'like', 'gnuhealth.imaging.test.result,%'),
+                ('name', 'like', '%-%-%.png'),
+                ], fields_names=['name'])}

@@ -3,7 +3,8 @@
 result, study list).
 
 Orthanc renders it once, after a sync stored a new or changed study: the
-sync only marks the study (thumbnail_due), and the rendering runs after
+sync only marks the study (thumbnail_due, a one-line hook in
+sync.ServerSync.store_trees), and the rendering runs after
 it, one Orthanc call per study, so that the sync itself (and its bulk
 first copy) makes no more calls than before.  Lists then read the stored
 picture from the database, never from Orthanc.
@@ -68,14 +69,9 @@ class Study(metaclass=PoolMeta):
         return False
 
     @classmethod
-    def store_trees(cls, server, trees):
-        stats = super().store_trees(server, trees)
-        cls.mark_thumbnails_due(server, stats.studies)
-        return stats
-
-    @classmethod
     def mark_thumbnails_due(cls, server, orthanc_ids):
-        "One UPDATE per slice: the stored studies get a new picture."
+        """One UPDATE per slice: the studies a sync stored (new or
+        changed) get a new picture (hook in sync.ServerSync.store_trees)."""
         table = cls.__table__()
         cursor = Transaction().connection.cursor()
         for sub_ids in grouped_slice(list(orthanc_ids)):

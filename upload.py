@@ -24,7 +24,8 @@ from trytond.wizard import Button, StateTransition, StateView, Wizard
 from . import limits, orthanc, upload_frames
 from .exceptions import OrthancUploadError
 from .server import DEFAULT_TIMEOUT, describe_error
-from .sync import LINK_REVIEW_CLEARED, queue_worker
+from .study import LINK_REVIEW_CLEARED
+from .sync import ServerSync, queue_worker
 
 logger = logging.getLogger(__name__)
 
@@ -366,7 +367,7 @@ class UploadImageData(Wizard):
                     except orthanc.NotFound:
                         pass  # deleted on Orthanc meanwhile
                 with without_check_access():
-                    Study.store_trees(server, trees)
+                    ServerSync(server).store_trees(trees)
             except orthanc.OrthancError as exc:
                 report.sync_error = describe_error(exc)
         by_id = {s.orthanc_UID: s for s in stored()}

@@ -2,9 +2,9 @@
 from trytond.pool import Pool
 
 from . import (
-    clinical, imaging, ir, legacy, ondemand, problems, reconcile, roles, server,
-    stream, study, upload, viewer, viewer_log, worklist, worklist_link)
-from . import report_pacs
+    clinical, deleted, imaging, ir, legacy, ondemand, problems, reconcile,
+    report_pacs, roles, server, stream, study, thumbnail, upload, viewer,
+    viewer_log, worklist, worklist_link)
 
 
 def register():
@@ -58,6 +58,10 @@ def register():
         report_pacs.Cron,
         ondemand.Server,
         ondemand.Series,
+        thumbnail.Study,
+        thumbnail.Server,
+        deleted.Study,
+        deleted.Series,
         module='health_orthanc', type_='model')
     # Only with GNU Health's health_imaging_worklist activated.
     Pool.register(
@@ -73,4 +77,7 @@ def register():
         clinical.LinkPatient,
         reconcile.Reconcile,
         *roles.role_checked_wizards(),
+        thumbnail.GetNewStudies,
+        thumbnail.FullSynchronize,
+        thumbnail.UploadImageData,
         module='health_orthanc', type_='wizard')

@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+JPEG_MAGIC = b'\xff\xd8\xff'
 _MAX_REASON = 300
 # Orthanc identifiers are SHA-1 digests printed as 5 groups of 8 hex digits;
 # checking them keeps arbitrary text out of the request path.
@@ -750,6 +751,23 @@ class OrthancClient:
         "The stored DICOM file of an instance, as bytes."
         return self._check(self._send(self._api.get_instances_id_file,
                 _check_id(instance_id), kind='file')).content
+    def thumbnail(self, instance_id, size):
+        """JPEG of the first frame, scaled by Orthanc to fit size x size.
+
+        What Orthanc cannot render (SR, PDF...) is Rejected(status=415).
+        """
+        response = self._send(self._api.get_instances_id_rendered,
+            _check_id(instance_id), params={
+                'width': size, 'height': size, 'smooth': 1, 'quality': 80},
+            headers={'Accept': 'image/jpeg'}, kind='image')
+        if response.status_code == 415:
+            raise Rejected('Orthanc cannot render this instance as an image',
+                415)
+        content = self._check(response).content
+        if not content.startswith(JPEG_MAGIC):
+            raise NotOrthanc('%s did not answer a JPEG image' % self.url,
+                response.status_code)
+        return content
 
     # -- writing --
 

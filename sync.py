@@ -446,6 +446,7 @@ class ServerSync:
         except REFUSALS:
             stats = self._store_one_by_one(trees)
         self.Problem.resolve(self.server, stats.studies)
+        self.Study.mark_thumbnails_due(self.server, stats.studies)
         return stats
 
     def _store_one_by_one(self, trees):

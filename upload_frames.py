@@ -328,6 +328,27 @@ def _check_zip(view, limits):
     return len(members), total
 
 
+def zip_not_dicom(view):
+    """Names of the entries of a checked ZIP archive that are not DICOM
+    Part 10 files (no DICM at offset 128): Orthanc skips them silently.
+    Only each entry's first bytes are inflated; an entry that cannot be
+    read is left to Orthanc."""
+    names = []
+    with zipfile.ZipFile(_ViewFile(view)) as archive:
+        for member in archive.infolist():
+            if member.is_dir():
+                continue
+            try:
+                with archive.open(member) as entry:
+                    head = entry.read(_DICM_OFFSET + 4)
+            except (zipfile.BadZipFile, zlib.error, NotImplementedError,
+                    RuntimeError, EOFError, OSError):
+                continue
+            if not _is_dicom(memoryview(head)):
+                names.append(member.filename)
+    return tuple(names)
+
+
 @dataclass
 class CheckedFile:
     """One file of an upload, checked: what to send, or why not.
@@ -345,6 +366,7 @@ class CheckedFile:
     gzipped: bool = False
     size: int = 0
     zip_files: int = None
+    zip_not_dicom: tuple = ()  # entries Orthanc will skip, by name
     inflates: int = 0
     problem: tuple = None
 
@@ -385,6 +407,7 @@ def _check_file(frame, limits):
         unusable = 'bad_zip'
         if checked.kind == 'zip':
             checked.zip_files, inflated = _check_zip(view, limits)
+            checked.zip_not_dicom = zip_not_dicom(view)
             checked.inflates += inflated
     except UploadRefused:
         raise

@@ -19,9 +19,14 @@ trytond and Orthanc.  `rm -rf build/demo` starts over.
 import datetime
 import hashlib
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
+
+# When `make demo` began (the Makefile passes it), else this script.
+STARTED = float(os.environ.get('DEMO_START') or time.time())
 
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 DEMO_DIR = os.path.join(ROOT, 'build', 'demo')
@@ -37,6 +42,10 @@ ORTHANC_DIR = os.path.join(DEMO_DIR, 'orthanc')
 STATE_FILE = os.path.join(DEMO_DIR, 'demo.json')
 DATABASE = 'health_orthanc_demo'
 PORT = int(os.environ.get('DEMO_PORT', 8000))
+ARTIFACTS = os.path.join(ROOT, 'build', 'test-artifacts')
+# DEMO_CHECK=1: once ready, check Ana's chart in the browser and go on
+# serving; DEMO_CHECK=exit: check, then stop (make demo-check).
+CHECK = os.environ.get('DEMO_CHECK')
 LOGIN = 'admin'
 SERVER_LABEL = 'Demo PACS'
 
@@ -216,6 +225,23 @@ def prepare_database(conf, orthanc, state):
     stack.write_json(STATE_FILE, state)
 
 
+def browser_check(url, password):
+    "tests/browser/demo.mjs on the running demo: its exit code."
+    node = os.environ.get('NODE') or shutil.which('node')
+    if not node:
+        log('node is missing: no browser check (make browser-deps)')
+        return 1
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    env = dict(os.environ, DEMO_URL=url, DEMO_DB=DATABASE, DEMO_LOGIN=LOGIN,
+        DEMO_PASSWORD=password, DEMO_PATIENT=PATIENTS[0][1],
+        ARTIFACTS=ARTIFACTS, SAO_DIR=stack.SAO_DIR)
+    code = subprocess.call([node, os.path.join(ROOT, 'tests', 'browser',
+                'demo.mjs')], env=env, stdin=subprocess.DEVNULL)
+    log('browser check of %s\'s chart: %s (screenshots in %s)' % (
+            PATIENTS[0][2], 'passed' if code == 0 else 'FAILED', ARTIFACTS))
+    return code
+
+
 def main():
     os.makedirs(DEMO_DIR, exist_ok=True)
     state = stack.read_json(STATE_FILE, {})
@@ -269,7 +295,12 @@ def main():
                     '  patients:  %s' % ', '.join(p[0] for p in PATIENTS),
                     '  logs:      %s' % os.path.join(DEMO_DIR, 'trytond.log'),
                     'Press Ctrl-C to stop (or kill -TERM %d).' % os.getpid(),
+                    'Time to first login: %.0f s' % (time.time() - STARTED),
                     '']), flush=True)
+        if CHECK:
+            code = browser_check(url, state['password'])
+            if CHECK == 'exit':
+                return code
         while True:
             if trytond.poll() is not None:
                 raise RuntimeError('trytond exited with %s%s' % (

@@ -196,6 +196,19 @@ def url_problems(url_widgets):
     return problems
 
 
+def delete_problems(deleted):
+    "Delete series / Delete study deleted one record each, list shown."
+    problems = []
+    for button in ('delete_series', 'delete_study'):
+        counts = deleted.get(button)
+        if not counts:
+            problems.append('%s was not clicked' % button)
+        elif not (counts['after'] < counts['before']
+                and counts['shown'] in (None, counts['after'])):
+            problems.append('%s: %r' % (button, counts))
+    return problems
+
+
 def check(result, code, printed, files, trytond_log):
     steps, errors = result['steps'], result['errors']
     for step in steps:
@@ -219,7 +232,8 @@ def check(result, code, printed, files, trytond_log):
     if missing:
         problems.append('no screenshot of: %s' % ', '.join(missing))
     kinds = {s['name'].split('-')[0] for s in steps}
-    expected = {'menu', 'action', 'view', 'upload', 'sync', 'add'}
+    expected = {'menu', 'action', 'view', 'upload', 'sync', 'add',
+        'delete'}
     if not expected <= kinds:
         problems.append('steps missing: %s' % sorted(expected - kinds))
     upload = result.get('upload') or {}
@@ -228,6 +242,7 @@ def check(result, code, printed, files, trytond_log):
     if stored != str(len(files)):
         problems.append('binary_dicom upload stored %r of %d files (%s)'
             % (stored, len(files), upload.get('summary')))
+    problems.extend(delete_problems(result.get('deleted') or {}))
     if code:
         problems.append('the client exited with %s' % code)
     if problems:

@@ -447,6 +447,18 @@ class SecurityTestCase(rpc.RPCTestCase):
         self.assertEqual(len(self.admin.search(SERIES, [
                         ('study', '=', self.study_ids['delete_series'])])),
             len(series) - 1)
+        # Both clients read the clicked records again after a button: the
+        # deleted ones answer empty rows, not "records that don't exist".
+        row, = admin.read(STUDY, [study], ['rec_name', 'series',
+                'description', 'thumbnail'])
+        self.assertEqual((row['id'], row['rec_name'], row['series'],
+                row['description']), (study, 'Deleted', [], None))
+        row, = admin.read(SERIES, series[:1], ['rec_name'])
+        self.assertEqual(row['rec_name'], 'Deleted')
+        # A record that never existed is still an error.
+        self.assertIn("don't exist", admin.failure(
+                'model.%s.read' % STUDY, [study + 10 ** 6], ['rec_name']
+                ).message)
 
     # --- attaching images -------------------------------------------------
 

@@ -161,6 +161,15 @@ class CheckUploadTestCase(unittest.TestCase):
         self.assertEqual(caught.exception.code, code)
         return caught.exception.values
 
+    def test_zip_entries_not_dicom_are_named(self):
+        archive = dicom.zip_of([('a.dcm', dicom.image()),
+                ('viewer/run.exe', b'MZ' + bytes(300)),
+                ('autorun.inf', b'[autorun]')])
+        checked, = frames.check_upload(archive)
+        self.assertEqual(checked.zip_files, 3)
+        self.assertEqual(checked.zip_not_dicom,
+            ('viewer/run.exe', 'autorun.inf'))
+
     def test_files(self):
         archive = dicom.zip_of([('a.dcm', dicom.image()),
                 ('b.dcm', dicom.image())])

@@ -192,3 +192,29 @@ export async function reportFailure(page, error, errors, label = '') {
         console.error(`page errors: ${JSON.stringify(errors)}`);
     }
 }
+
+// A study timeline (study list, patient's Imaging tab, imaging result):
+// a Preview column whose first row shows the stored picture, newest first.
+export async function checkTimeline(page, timeout, list, what) {
+    const headers = (await list.locator('thead th:visible').allInnerTexts())
+        .map(t => t.trim()).filter(Boolean);
+    check(headers[0] == 'Preview', `${what}: the Preview column comes ` +
+        `first (${JSON.stringify(headers)})`);
+    const image = list.locator('tbody tr img.column-image').first();
+    await image.waitFor({state: 'attached'});
+    const handle = await image.elementHandle();
+    await page.waitForFunction(
+        img => img.complete && img.naturalWidth > 0 &&
+            /^blob:|^data:/.test(img.src), handle, {timeout})
+        .catch(() => {});
+    const shown = await handle.evaluate(
+        img => img.complete && img.naturalWidth > 0);
+    check(shown, `${what}: the first study shows its preview`);
+    const dates = await list.locator('tbody tr td[data-title^="Study date"]')
+        .allInnerTexts();
+    const sorted = dates.map(d => d.trim()).filter(Boolean);
+    // SAO shows the user's date format (month/day/year in English).
+    const parsed = sorted.map(d => Date.parse(d)).filter(d => !isNaN(d));
+    check(parsed.every((d, i) => !i || d <= parsed[i - 1]),
+        `${what}: newest first (${JSON.stringify(sorted)})`);
+}

@@ -16,8 +16,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import {
-    Failure, allText, check, launch, log, login, menuOffered, openMenu,
-    reportFailure, wizard,
+    Failure, allText, check, checkTimeline, launch, log, login, menuOffered,
+    openMenu, reportFailure, wizard,
 } from './lib.mjs';
 
 const CONFIG = JSON.parse(fs.readFileSync(process.env.WALK_CONFIG, 'utf8'));
@@ -212,6 +212,7 @@ async function studiesList(page) {
     await openMenu(page, MENUS.studies);
     await rows(page).first().waitFor({state: 'visible'});
     await noProblems(page, 'studies list');
+    await checkTimeline(page, TIMEOUT, tab(page), 'studies list');
     await shot(page, 'studies');
     // the second domain tab: studies not linked to a patient
     const unlinked = tab(page).locator('.nav-tabs a').filter(
@@ -313,6 +314,31 @@ async function runWizard(page, menu, name, {run = null} = {}) {
     }
 }
 
+async function imagingResult(page) {
+    log(`open ${CONFIG.data.patient}'s imaging result, Orthanc studies`);
+    await page.evaluate(name => Sao.Tab.create({
+        model: 'gnuhealth.imaging.test.result', mode: ['tree', 'form'],
+        name: 'Results', domain: [['patient.rec_name', 'ilike', `%${name}%`]],
+    }), CONFIG.data.patient);
+    await rows(page).first().waitFor({state: 'visible'});
+    await rows(page).first().locator('td[data-title]:not(.invisible)')
+        .first().dblclick();
+    await settle(page);
+    const form = tab(page);
+    await form.locator('.nav-tabs a').filter({hasText: /^Orthanc studies$/})
+        .first().click();
+    await settle(page);
+    const list = form.locator('.form-one2many').filter({
+        has: page.locator('.form-one2many-string',
+            {hasText: /^\s*Orthanc studies\s*$/}),
+    }).first();
+    await list.locator('.treeview tbody tr').first().waitFor();
+    await noProblems(page, 'imaging result');
+    await checkTimeline(page, TIMEOUT, list, 'imaging result');
+    await shot(page, 'result-imaging');
+    await closeTab(page);
+}
+
 async function patientImagingTab(page) {
     log(`open ${CONFIG.data.patient}'s chart, Imaging tab`);
     await page.evaluate(name => Sao.Tab.create({
@@ -331,6 +357,7 @@ async function patientImagingTab(page) {
     }).first();
     await list.locator('.treeview tbody tr').first().waitFor();
     await noProblems(page, 'Imaging tab');
+    await checkTimeline(page, TIMEOUT, list, 'Imaging tab');
     const headers = (await list.locator('thead th:visible').allInnerTexts())
         .map(t => t.trim()).filter(Boolean);
     console.log(`    columns: ${JSON.stringify(headers)}`);
@@ -416,6 +443,8 @@ async function admin(page) {
     await noProblems(page, 'studies after deleting one');
     await shot(page, 'study-deleted');
     await closeTab(page);
+    await patientImagingTab(page);
+    await imagingResult(page);
 }
 
 async function radiographer(page) {
@@ -469,6 +498,7 @@ async function doctor(page) {
     await seriesAndInstance(page, form, true);
     await closeTab(page);
     await patientImagingTab(page);
+    await imagingResult(page);
 }
 
 const WALKS = {admin, radiographer, doctor};

@@ -29,6 +29,8 @@ from gi.repository import Gdk, GLib, Gtk  # noqa: E402
 
 MODULE = 'health_orthanc'
 UPLOAD_WIZARD = 'gnuhealth.imaging_orthanc.upload_image_data'
+STUDY = 'gnuhealth.imaging_orthanc.study'
+SERIES = 'gnuhealth.imaging_orthanc.study_series'
 # Wizards whose first state acts (a transition), with no screen to open.
 ACTING_WIZARDS = {'gnuhealth.imaging_orthanc.series_instances.attach'}
 SETTLE_MS = 1200
@@ -336,6 +338,42 @@ class Walk:
             'gnuhealth.imaging_orthanc.get_new_studies', 'sync', {})
         yield from self.complete_wizard(Action, 'upload', UPLOAD_WIZARD,
             'upload', {}, fill=self.choose_files)
+        yield from self.delete_with_button(SERIES, 'delete_series', 'tree')
+        yield from self.delete_with_button(STUDY, 'delete_study', 'form')
+
+    def delete_with_button(self, model, button, kind):
+        """Delete study / Delete series clicked as the administrator does,
+        in a list or a form: no error, and the list shows what is left."""
+        from gnuhealth.gui.window import Window
+        name = 'delete-' + button
+        before = rpc(model, 'search_count', [])
+        self.step(name, model=model, view_type=kind)
+        self.open(Window.create, model, mode=['tree', 'form'])
+        yield
+        screen = self.page().screen
+        if not screen.group:
+            record_error('data', 'no %s record to delete' % model)
+            self.close_all()
+            return
+        screen.current_record = screen.group[0]
+        # selected in the list, as a click does
+        screen.display(set_cursor=True)
+        yield
+        if kind == 'form':
+            self.open(self.page().sig_switch)
+            yield
+        self.open(screen.button, {'name': button})
+        yield
+        yield
+        screenshot(name)
+        RESULT.setdefault('deleted', {})[button] = {
+            'before': before, 'after': rpc(model, 'search_count', []),
+            'view': kind,
+            # a form shows the deleted record (as "Deleted"), a list the
+            # remaining ones
+            'shown': len(screen.group) if kind == 'tree' else None}
+        self.close_all()
+        yield
 
     def complete_wizard(self, Action, name, wiz_name, button, values,
             fill=None):

@@ -50,4 +50,8 @@ class Cron(metaclass=PoolMeta):
                     "Synchronize new Orthanc studies"),
                 ('gnuhealth.orthanc.config|cron_full_sync',
                     "Reconcile all studies with Orthanc"),
+                ('gnuhealth.imaging_orthanc.worklist_item|cron_retry',
+                    "Deliver the worklist items not delivered yet"),
+                ('gnuhealth.imaging.test.result|cron_retry_pacs_reports',
+                    "Retry imaging reports for the PACS"),
                 ])

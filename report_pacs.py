@@ -277,17 +277,6 @@ class ImagingTestResult(metaclass=PoolMeta):
             }
 
 
-class Cron(metaclass=PoolMeta):
-    __name__ = 'ir.cron'
-
-    @classmethod
-    def __setup__(cls):
-        super().__setup__()
-        cls.method.selection.append(
-            ('gnuhealth.imaging.test.result|cron_retry_pacs_reports',
-                "Retry imaging reports for the PACS"))
-
-
 _documents = PreviewCache()
 
 

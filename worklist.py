@@ -567,14 +567,3 @@ class Party(metaclass=PoolMeta):
                     ])
         Pool().get('gnuhealth.imaging_orthanc.worklist_item'
             ).refresh_requests(requests)
-
-
-class Cron(metaclass=PoolMeta):
-    __name__ = 'ir.cron'
-
-    @classmethod
-    def __setup__(cls):
-        super().__setup__()
-        cls.method.selection.append(
-            ('gnuhealth.imaging_orthanc.worklist_item|cron_retry',
-                "Deliver the worklist items not delivered yet"))

@@ -7,6 +7,7 @@ and the {value, limit, ok} form of a target.
 Not a benchmark: sync.py and upload.py import it (they run as scripts, so
 this folder is on sys.path).
 """
+import argparse
 import hashlib
 import json
 import os
@@ -41,6 +42,12 @@ def spawn_worker(script, scenario, context, env):
         raise RuntimeError('worker %s failed (exit %d)'
             % (scenario, process.returncode))
     return json.loads(process.stdout.strip().splitlines()[-1])
+
+
+def parse_args(parser):
+    "The script's arguments; --worker names the scenario a spawned worker runs."
+    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    return parser.parse_args()
 
 
 def source_hash(names=None):

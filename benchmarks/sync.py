@@ -151,8 +151,7 @@ def parse_args():
     parser.add_argument('--profile', metavar='DIR',
         help='write a pyinstrument profile of each measurement to DIR '
         '(times are then inflated)')
-    parser.add_argument('--worker', help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = harness.parse_args(parser)
     args.archive = args.archive or args.archive_only
     if args.archive and args.db != 'postgresql':
         parser.error('--archive reads its Orthanc index from PostgreSQL: '

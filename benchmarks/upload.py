@@ -132,8 +132,7 @@ def parse_args():
     parser.add_argument('--issue14', action='store_true',
         help='the streaming route, with and without reconciliation, '
         'instead of the in-process wizard (default size 1000 MB)')
-    parser.add_argument('--worker', help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = harness.parse_args(parser)
     if args.issue14 and '--mb' not in sys.argv:
         args.mb = 1000
     return args

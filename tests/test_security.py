@@ -70,7 +70,9 @@ SERVER_SETTINGS = {'label', 'domain', 'proxy_domain', 'user', 'password',
     # Viewer links: admin settings (tests/test_viewer_rpc.py: who reads).
     'viewer_secret', 'viewer_token_lifetime',
     # Instance mirroring (issue 15; tests/test_ondemand_rpc.py: who writes).
-    'instance_mirroring'}
+    'instance_mirroring',
+    # Modality Worklist delivery (issue 11): admin settings of the server.
+    'worklist_delivery', 'worklist_folder', 'worklist_default'}
 # Written by trytond itself on every write.
 TRYTON_FIELDS = {'id', 'create_uid', 'create_date', 'write_uid',
     'write_date', 'rec_name'}

@@ -209,14 +209,18 @@ async function chooseMany2One(form, name, text) {
     const page = form.page();
     await input.fill(text);
     await input.press('Tab');
-    await page.waitForTimeout(1000);
-    // Several fields matched: SAO opens its search dialog, pick the row.
+    // SAO searches the name on the server, then fills the field or, when
+    // several match, opens its search dialog: wait for either (a loaded
+    // machine answers late), and pick the row in the dialog.
     const search = page.locator('.modal.in:not(.wizard-dialog)').last();
-    if (!(await input.inputValue()) && await search.count()) {
-        await search.locator('.treeview tbody tr:not(.more-row)')
-            .filter({hasText: text}).first().locator('td[data-title]')
-            .first().dblclick();
-        await page.waitForTimeout(1000);
+    const deadline = Date.now() + 20000;
+    while (!(await input.inputValue()) && Date.now() < deadline) {
+        if (await search.count()) {
+            await search.locator('.treeview tbody tr:not(.more-row)')
+                .filter({hasText: text}).first().locator('td[data-title]')
+                .first().dblclick();
+        }
+        await page.waitForTimeout(250);
     }
     check((await input.inputValue()).length > 0, `${name} set to ` +
         `"${await input.inputValue()}"`);

@@ -338,7 +338,9 @@ class Walk:
             'gnuhealth.imaging_orthanc.get_new_studies', 'sync', {})
         yield from self.complete_wizard(Action, 'upload', UPLOAD_WIZARD,
             'upload', {}, fill=self.choose_files)
-        yield from self.delete_with_button(SERIES, 'delete_series', 'tree')
+        # In a GTK list the button acts on the tree's selection, which a
+        # record set as current does not make: both are clicked on forms.
+        yield from self.delete_with_button(SERIES, 'delete_series', 'form')
         yield from self.delete_with_button(STUDY, 'delete_study', 'form')
 
     def delete_with_button(self, model, button, kind):

@@ -9,8 +9,8 @@ from trytond.tests.test_tryton import activate_module, with_transaction
 
 from . import translations
 
-HOW_TO = ('run `.venv/bin/python scripts/locale.py` then fill the entries '
-    'with `scripts/locale.py --missing LANG` / `--apply LANG FILE.json` '
+HOW_TO = ('run `.venv/bin/python scripts/translate.py` then fill the entries '
+    'with `scripts/translate.py --missing LANG` / `--apply LANG FILE.json` '
     '(README, "Translations")')
 
 

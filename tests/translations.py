@@ -2,7 +2,7 @@
 """The module's translation catalogues (locale/<lang>.po) against what
 Tryton's own translation machinery extracts from the activated module.
 
-Used by scripts/locale.py (write, list, fill the catalogues) and by
+Used by scripts/translate.py (write, list, fill the catalogues) and by
 tests/test_translations.py (nothing untranslated, nothing fuzzy)."""
 import glob
 import os

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The module's translations, locale/<lang>.po (run with .venv/bin/python).
 
-  scripts/locale.py [LANG ...]
+  scripts/translate.py [LANG ...]
       Activate health_orthanc in a throwaway SQLite database (the test
       suite's cached one when its sources match), let Tryton extract every
       string (Set Translations, Update Translations, then the export
@@ -11,13 +11,13 @@
       its catalogue): translations kept, new strings empty, a
       reworded string keeps its old translation marked fuzzy, vanished
       strings dropped.
-  scripts/locale.py --missing LANG [> todo.json]
+  scripts/translate.py --missing LANG [> todo.json]
       Print the untranslated and fuzzy entries of locale/LANG.po as JSON:
       a source already translated elsewhere in the catalogue comes with
       that translation ("prefilled"), others with a "suggestion" from
       trytond's and GNU Health's catalogues when one exists. Run the
       export first so that new strings are in.
-  scripts/locale.py --apply LANG todo.json
+  scripts/translate.py --apply LANG todo.json
       Write the translations of todo.json into locale/LANG.po: the
       --missing list with each "translation" filled, or a mapping
       {"source text": "translation"} for every entry with that source.

@@ -54,6 +54,7 @@ def register():
         worklist.Party,
         report_pacs.ImagingTestResult,
         report_pacs.Instance,
+        report_pacs.Study,
         ondemand.Server,
         ondemand.Series,
         thumbnail.Study,

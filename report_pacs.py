@@ -163,6 +163,18 @@ class ImagingTestResult(metaclass=PoolMeta):
         cls.__queue__.issue_pacs_reports(list(results))
 
     @classmethod
+    def report_to_new_studies(cls, results):
+        """Queue the reports with findings whose newest study is not the
+        one their report was stored in: a study linked after the findings
+        were saved.  The report lands in that study, so a later link write
+        of the same study finds nothing to do (no re-send loop)."""
+        results = list(dict.fromkeys(results))
+        studies = cls.report_studies(results)
+        cls.queue_pacs_reports([r for r in cls.reported_with_study(results)
+                if r.pacs_report_state != 'queued'
+                and r.pacs_report_study != studies[r]])
+
+    @classmethod
     def cron_retry_pacs_reports(cls):
         "Retry failed reports, and queued ones whose task was lost."
         stale = datetime.datetime.now() - STALE_QUEUED
@@ -275,6 +287,32 @@ class ImagingTestResult(metaclass=PoolMeta):
             'SeriesDescription': gettext(
                 'health_orthanc.msg_report_series_description')[:64],
             }
+
+
+class Study(metaclass=PoolMeta):
+    "A study linked to a result with findings receives its report."
+    __name__ = STUDY
+
+    @classmethod
+    def create(cls, vlist):
+        studies = super().create(vlist)
+        cls._report_to_linked_results(studies)
+        return studies
+
+    @classmethod
+    def write(cls, *args):
+        super().write(*args)
+        actions = iter(args)
+        cls._report_to_linked_results([s for records, values
+                in zip(actions, actions) if values.get('imaging_test')
+                for s in records])
+
+    @classmethod
+    def _report_to_linked_results(cls, studies):
+        results = [s.imaging_test for s in studies if s.imaging_test]
+        if results:
+            Result = Pool().get('gnuhealth.imaging.test.result')
+            Result.report_to_new_studies(results)
 
 
 _documents = PreviewCache()

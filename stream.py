@@ -54,8 +54,10 @@ SKIPPED = 'Skipped'
 
 
 class UploadFile(ModelSQL):
-    """What happened to one file posted to the streaming route: written
-    by the route only, read by the upload wizard of the same user."""
+    """Outcome of a Streamed Upload File
+
+    Written by the streaming route only, read by the upload wizard of the
+    same user."""
     __name__ = UPLOAD_FILE
 
     reference = fields.Char('Upload reference', required=True)

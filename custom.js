@@ -12,14 +12,15 @@
  *   b'MULT' + (8-byte little-endian unsigned length + file bytes) * N
  *
  * In a form that has a "server" field (the upload wizard) with a server
- * chosen, the files are not read into the page: each is posted to the
+ * chosen, the files are not read into the page: they are posted to the
  * module's streaming route (/<database>/health_orthanc/upload, stream.py)
- * as the browser reads it from disk, with the session's Authorization
+ * as the browser reads them from disk, with the session's Authorization
  * header, and the field gets "HOSTREAM:" + the upload reference, by which
  * the wizard reads what Orthanc did with each file.  A progress bar shows
  * files and bytes sent, files stored, rejected and skipped; Stop (cancel)
- * ends the upload after the current file (not labelled "Cancel", which
- * is the wizard's own button).
+ * ends the upload after the files being sent (not labelled "Cancel",
+ * which is the wizard's own button).  The files go a few per request
+ * (up to 16 files, 8 MB), two requests at once (STREAMING below).
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -77,6 +78,30 @@
     }
 
     var STREAM_PREFIX = 'HOSTREAM:';
+    // How the widget posts to the streaming route: requests at once (while
+    // trytond sends one to Orthanc the next is on its way), and files per
+    // request, up to so many bytes (the route's per-request work, session,
+    // role, one commit of the outcomes, is shared by its files).
+    var STREAMING = {in_flight: 2, batch_files: 16, batch_bytes: 8e6};
+
+    // The files (their sizes) cut into batches: lists of indexes, in order.
+    function batches(sizes, limits) {
+        var result = [], batch = [], bytes = 0;
+        sizes.forEach((size, i) => {
+            if (batch.length && ((batch.length >= limits.batch_files) ||
+                (bytes + size > limits.batch_bytes))) {
+                result.push(batch);
+                batch = [];
+                bytes = 0;
+            }
+            batch.push(i);
+            bytes += size;
+        });
+        if (batch.length) {
+            result.push(batch);
+        }
+        return result;
+    }
 
     // The upload reference of a streamed value, null otherwise.
     function streamed(data) {
@@ -103,7 +128,8 @@
     }
 
     root.HealthOrthanc = {frame: frame, unframe: unframe, summary: summary,
-        streamed: streamed, progress_text: progress_text};
+        streamed: streamed, progress_text: progress_text, batches: batches,
+        streaming: STREAMING};
 
     if ((typeof Sao == 'undefined') || !Sao.View || !Sao.View.Form ||
         !Sao.View.FormXMLViewParser) {
@@ -188,7 +214,7 @@
             this.but_cancel = jQuery('<button/>', {
                 'class': 'btn btn-link btn-sm dicom-cancel',
                 'type': 'button',
-                'title': _("Stop after the current file"),
+                'title': _("Stop after the files being sent"),
             }).text(_("Stop")).click(() => {
                 if (this.stream_state) {
                     this.stream_state.cancelled = true;
@@ -260,7 +286,8 @@
             }
             return record.field_get('patient') || null;
         },
-        // Post each file to the streaming route, one at a time.
+        // Post the files to the streaming route in batches, several
+        // batches at a time (STREAMING).
         stream: async function(files, server) {
             var record = this.record, field = this.field;
             var reference = (window.crypto && crypto.randomUUID ?
@@ -273,28 +300,50 @@
                 sent_bytes: 0, stored: 0, rejected: 0, skipped: 0,
                 cancelled: false, done: false, error: null,
                 patient: this.stream_patient(),
+                loading: new Map(),  // bytes sent of the requests in flight
+                posted: [],  // indexes of the files sent
             };
             state.total = files.reduce((sum, f) => sum + f.size, 0);
             this.el.attr('data-stream', 'running');
             this.but_cancel.prop('disabled', false).show();
             this.progress.show();
-            this.show_progress(0);
-            try {
-                for (var i = 0; (i < files.length) && !state.cancelled;
-                    i++) {
-                    await this.post_file(server, reference, files[i],
-                        names[i], state);
-                    state.sent_files += 1;
-                    this.show_progress(0);
+            this.show_progress();
+            var pending = batches(files.map(f => f.size), STREAMING);
+            var next = 0;
+            // One sender: takes the next batch until none is left, Stop is
+            // clicked or a request fails (the others finish theirs).
+            var sender = async () => {
+                while ((next < pending.length) && !state.cancelled &&
+                    !state.error) {
+                    var batch = pending[next++];
+                    try {
+                        await this.post_files(server, reference,
+                            batch.map(i => files[i]),
+                            batch.map(i => names[i]), state);
+                    } catch (error) {
+                        state.error = state.error || error.message;
+                        return;
+                    }
+                    state.sent_files += batch.length;
+                    state.posted.push(...batch);
+                    this.show_progress();
                 }
-            } catch (error) {
-                state.error = error.message;
-                Sao.common.error.run(error.message, '');
+            };
+            var senders = [];
+            for (var n = 0; n < Math.min(STREAMING.in_flight,
+                pending.length); n++) {
+                senders.push(sender());
+            }
+            await Promise.all(senders);
+            if (state.error) {
+                Sao.common.error.run(state.error, '');
             }
             state.done = true;
             this.but_cancel.hide();
+            state.posted.sort((a, b) => a - b);
             try {
-                this.store_reference(record, field, reference, names, state);
+                this.store_reference(record, field, reference,
+                    state.posted.map(i => names[i]), state);
             } finally {
                 this.el.attr('data-stream', state.cancelled ? 'cancelled' :
                     (state.error ? 'failed' : 'done'));
@@ -310,23 +359,27 @@
                     var filename_field = this.filename_field;
                     if (filename_field) {
                         filename_field.set_client(record,
-                            names.slice(0, state.sent_files).join('\n'));
+                            names.join('\n'));
                     }
                 }
             }
             this.input.val(null);
             this.folder.val(null);
-            this.show_progress(0);
+            this.show_progress();
             this.display();
         },
-        post_file: function(server, reference, file, name, state) {
+        // One request: the files one after the other, read from disk as
+        // they are sent (a Blob of Files is not read into the page).
+        post_files: function(server, reference, files, names, state) {
             var session = Sao.Session.current_session;
-            var params = {server: server, upload: reference, name: name};
+            var params = {server: server, upload: reference, name: names,
+                size: files.map(f => f.size)};
             if (state.patient) {
                 params.patient = state.patient;
             }
             var url = '/' + session.database + '/health_orthanc/upload?' +
-                jQuery.param(params);
+                jQuery.param(params, true);
+            var bytes = files.reduce((sum, f) => sum + f.size, 0);
             return new Promise((resolve, reject) => {
                 var xhr = new XMLHttpRequest();
                 xhr.open('POST', url);
@@ -336,40 +389,55 @@
                 xhr.setRequestHeader('X-Requested-With', 'XMLHttpRequest');
                 xhr.setRequestHeader('Content-Type',
                     'application/octet-stream');
-                xhr.upload.onprogress = evt => this.show_progress(evt.loaded);
+                xhr.upload.onprogress = evt => {
+                    state.loading.set(xhr, evt.loaded);
+                    this.show_progress();
+                };
                 xhr.onerror = () => reject(new Error(
                     _("The connection to the server was lost.")));
+                xhr.onloadend = () => state.loading.delete(xhr);
                 xhr.onload = () => {
-                    state.sent_bytes += file.size;
+                    state.loading.delete(xhr);
                     if (xhr.status == 200) {
-                        for (const item of JSON.parse(
-                            xhr.responseText).files) {
-                            if (item.status == 'Skipped') {
-                                state.skipped += 1;
-                            } else if (item.status == 'Rejected') {
-                                state.rejected += 1;
-                            } else {
-                                state.stored += 1;
-                            }
-                        }
+                        state.sent_bytes += bytes;
+                        this.count(JSON.parse(xhr.responseText).files,
+                            state);
                         resolve();
                     } else {
                         var found = /<p>([\s\S]*)<\/p>/.exec(
                             xhr.responseText || '');
-                        reject(new Error(name + ': ' + (found ?
-                            jQuery('<div/>').html(found[1]).text() :
-                            xhr.status + ' ' + xhr.statusText)));
+                        // The route's messages name the file they are about.
+                        reject(new Error(
+                            (names.length == 1 ? names[0] + ': ' : '') +
+                            (found ? jQuery('<div/>').html(found[1]).text() :
+                                xhr.status + ' ' + xhr.statusText)));
                     }
                 };
-                xhr.send(file);
+                xhr.send(new Blob(files));
             });
         },
-        show_progress: function(current) {
+        count: function(outcomes, state) {
+            for (const item of outcomes) {
+                if (item.status == 'Skipped') {
+                    state.skipped += 1;
+                } else if (item.status == 'Rejected') {
+                    state.rejected += 1;
+                } else {
+                    state.stored += 1;
+                }
+            }
+        },
+        show_progress: function() {
             var state = this.stream_state;
             if (!state) {
                 return;
             }
-            var sent = state.sent_bytes + (state.done ? 0 : current);
+            var sent = state.sent_bytes;
+            if (!state.done) {
+                for (const loaded of state.loading.values()) {
+                    sent += loaded;
+                }
+            }
             var percent = state.total ?
                 Math.round(100 * sent / state.total) :
                 Math.round(100 * state.sent_files / state.files);

@@ -2,10 +2,16 @@
 """Import reconciliation: give a DICOM file a GNU Health patient's identity
 while it streams (no Tryton import, unit-tested alone).
 
-Only the header is parsed (pydicom, ``stop_before_pixels``): the patient
-attributes are replaced, the header is encoded again in the file's own
-transfer syntax, and the rest of the file (the pixel data element onwards)
-follows verbatim.  Memory is the header, not the file.
+Only the patient's elements are encoded again: the top-level elements of
+the header are walked (tag and length, no value decoded) up to the Original
+Attributes Sequence's place; the few that make or qualify the identity
+(the patient group's identity attributes, Other Patient IDs, Original
+Attributes, the character set) are read with pydicom, given the identity
+and encoded in the file's own transfer syntax, and every other byte of the
+file follows verbatim.  A file this walk cannot take (big endian, deflated,
+no file meta group length, an odd element) has its whole header parsed and
+encoded again by pydicom (``stop_before_pixels``), the pixel data onwards
+verbatim.  Memory is the header, not the file.
 
 What is kept of the other hospital's identity, inside the object:
 
@@ -22,15 +28,22 @@ as is (reconciling twice adds nothing).
 import copy
 import datetime
 import io
+import struct
 import unicodedata
 from dataclasses import dataclass
 
 from pydicom import dcmread
-from pydicom.charset import python_encoding
+from pydicom.charset import default_encoding, python_encoding
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_data_element
 from pydicom.sequence import Sequence
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
+    ImplicitVRLittleEndian)
 
 from . import upload_frames
 
@@ -215,6 +228,16 @@ def rewrite_stream(stream, length, identity):
     """
     recorder = _Recorder(stream, length)
     try:
+        rewritten = _splice(recorder, length, identity)
+    except _NotSpliceable:
+        recorder.seek(0)
+        rewritten = _rewrite_header(recorder, length, identity)
+    return rewritten, bytes(recorder.buffer[rewritten.resume:])
+
+
+def _rewrite_header(recorder, length, identity):
+    "The whole header parsed and encoded again by pydicom."
+    try:
         ds = dcmread(recorder, stop_before_pixels=True)
     except (InvalidDicomError, EOFError, ValueError, KeyError,
             TypeError, AttributeError, NotImplementedError, OSError) as exc:
@@ -223,7 +246,6 @@ def rewrite_stream(stream, length, identity):
         # What pydicom made of a corrupt or cut file: not an object.
         raise NotRewritable('no SOP Instance UID in the header')
     resume = recorder.tell()
-    read_ahead = bytes(recorder.buffer[resume:])
     syntax = ds.file_meta.get('TransferSyntaxUID') if getattr(
         ds, 'file_meta', None) else None
     if syntax == DeflatedExplicitVRLittleEndian:
@@ -231,17 +253,191 @@ def rewrite_stream(stream, length, identity):
         # file is read (it is compressed, hence small) and written anew.
         recorder._fill(length)
         ds = dcmread(io.BytesIO(bytes(recorder.buffer)))
-        resume, read_ahead = len(recorder.buffer), b''
+        resume = len(recorder.buffer)
     if _carries(ds, identity):
-        return Rewritten(bytes(recorder.buffer[:resume]), resume,
-            False), read_ahead
+        return Rewritten(bytes(recorder.buffer[:resume]), resume, False)
     try:
         _apply(ds, identity)
         header = _encode(ds)
     except (ValueError, TypeError, KeyError, AttributeError,
             NotImplementedError) as exc:
         raise NotRewritable(str(exc) or exc.__class__.__name__) from None
-    return Rewritten(header, resume, True), read_ahead
+    return Rewritten(header, resume, True)
+
+
+# --- Only the patient's elements encoded again -------------------------------
+
+class _NotSpliceable(ValueError):
+    "A file the element walk does not take: pydicom parses its header."
+
+
+def _tags(*keywords):
+    return frozenset(tag_for_keyword(k) for k in keywords)
+
+
+# The top-level elements read, given the identity and encoded again.
+_REWRITTEN = _tags('SpecificCharacterSet', 'OtherPatientIDsSequence',
+    'OriginalAttributesSequence', *(k for k, _ in ATTRIBUTES), *DROPPED)
+# The walk ends at the last of them: what follows is sent verbatim.
+_LAST = max(_REWRITTEN)
+# Retired group lengths of the groups changed: dropped (they would be
+# wrong; pydicom does not write them either).
+_GROUP_LENGTHS = frozenset(t & 0xFFFF0000 for t in _REWRITTEN)
+_SOP_INSTANCE_UID = tag_for_keyword('SOPInstanceUID')
+_TRANSFER_SYNTAX = tag_for_keyword('TransferSyntaxUID')
+# Explicit VRs with a 4-byte length (PS3.5 7.1.2).
+_LONG_VRS = frozenset([b'OB', b'OD', b'OF', b'OL', b'OV', b'OW', b'SQ',
+        b'SV', b'UC', b'UN', b'UR', b'UT', b'UV'])
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_MAX_DEPTH = 16
+_PREAMBLE = 128
+
+
+class _Walker:
+    """The elements of a little endian dataset in the recorder's bytes: tag
+    and where each ends, values skipped (sequences of undefined length
+    followed to their delimiter)."""
+
+    def __init__(self, recorder, implicit):
+        self._recorder = recorder
+        self._implicit = implicit
+
+    def bytes(self, start, end):
+        self._recorder._fill(end)
+        if len(self._recorder.buffer) < end:
+            raise _NotSpliceable('the file ends inside its header')
+        return self._recorder.buffer[start:end]
+
+    def tag(self, position):
+        group, element = struct.unpack('<HH', self.bytes(position,
+                position + 4))
+        return group << 16 | element
+
+    def end_of(self, position, depth=0):
+        "Where the element at position ends."
+        header = self.bytes(position, position + 8)
+        if self._implicit:
+            vr, value = None, position + 8
+            length, = struct.unpack('<I', header[4:8])
+        else:
+            vr = bytes(header[4:6])
+            if vr in _LONG_VRS:
+                value = position + 12
+                length, = struct.unpack('<I', self.bytes(position + 8,
+                        value))
+            elif vr.isalpha() and vr.isupper():
+                value = position + 8
+                length, = struct.unpack('<H', header[6:8])
+            else:
+                raise _NotSpliceable('no VR')
+        if length != _UNDEFINED:
+            return value + length
+        if vr not in (None, b'SQ') or depth > _MAX_DEPTH:
+            raise _NotSpliceable('undefined length')
+        return self._end_of_sequence(value, depth + 1)
+
+    def _end_of_sequence(self, position, depth):
+        while True:
+            tag, length = struct.unpack('<II', self._item(position))
+            if tag == _SEQUENCE_END:
+                return position + 8
+            if tag != _ITEM:
+                raise _NotSpliceable('no item')
+            position += 8
+            if length != _UNDEFINED:
+                position += length
+                continue
+            while self.tag(position) != _ITEM_END:
+                position = self.end_of(position, depth)
+            position += 8
+
+    def _item(self, position):
+        group, element, length = struct.unpack('<HHI', self.bytes(position,
+                position + 8))
+        return struct.pack('<II', group << 16 | element, length)
+
+
+def _dataset_start(walker):
+    """(where the dataset starts, its transfer syntax UID): the file meta
+    group, explicit VR little endian, skipped by its group length."""
+    if walker.bytes(_PREAMBLE, _PREAMBLE + 4) != b'DICM':
+        raise _NotSpliceable('no DICM')
+    position = _PREAMBLE + 4
+    header = walker.bytes(position, position + 12)
+    if bytes(header[:6]) != b'\x02\x00\x00\x00UL':
+        raise _NotSpliceable('no file meta group length')
+    end = position + 12 + struct.unpack('<I', header[8:12])[0]
+    position += 12
+    syntax = None
+    while position < end:
+        tag, next_ = walker.tag(position), walker.end_of(position)
+        if tag == _TRANSFER_SYNTAX:
+            syntax = bytes(walker.bytes(position + 8, next_)).rstrip(
+                b'\x00 ').decode('ascii', 'replace')
+        position = next_
+    if position != end or not syntax:
+        raise _NotSpliceable('file meta group')
+    return end, syntax
+
+
+def _top_level(walker, start, length):
+    """[(tag, start, end)] of the top-level elements up to _LAST, and where
+    the file goes on verbatim."""
+    elements, position = [], start
+    while position < length:
+        tag = walker.tag(position)
+        if tag > _LAST:
+            break
+        end = walker.end_of(position)
+        if elements and tag <= elements[-1][0]:
+            raise _NotSpliceable('elements out of order')
+        elements.append((tag, position, end))
+        position = end
+    return elements, min(position, length)
+
+
+def _encode_elements(ds, implicit):
+    "{tag: bytes} of each element of ds, in the file's encoding."
+    encoding = ds.get('SpecificCharacterSet', default_encoding)
+    encoded = {}
+    for tag in ds.keys():
+        out = DicomBytesIO()
+        out.is_little_endian, out.is_implicit_VR = True, implicit
+        write_data_element(out, ds[tag], encoding)
+        encoded[int(tag)] = out.getvalue()
+    return encoded
+
+
+def _splice(recorder, length, identity):
+    """Rewritten with only the elements of _REWRITTEN encoded again
+    (_NotSpliceable if the walk cannot take the file)."""
+    walker = _Walker(recorder, implicit=False)
+    start, syntax = _dataset_start(walker)
+    if syntax in (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian):
+        raise _NotSpliceable(syntax)
+    implicit = syntax == ImplicitVRLittleEndian
+    walker = _Walker(recorder, implicit)
+    elements, resume = _top_level(walker, start, length)
+    if _SOP_INSTANCE_UID not in {tag for tag, _, _ in elements}:
+        raise _NotSpliceable('no SOP Instance UID')
+    buffer = recorder.buffer
+    read = b''.join(buffer[s:e] for tag, s, e in elements
+        if tag in _REWRITTEN)
+    try:
+        ds = read_dataset(io.BytesIO(read), implicit, True)
+        if _carries(ds, identity):
+            return Rewritten(bytes(buffer[:resume]), resume, False)
+        _apply(ds, identity)
+        encoded = _encode_elements(ds, implicit)
+    except (ValueError, TypeError, KeyError, AttributeError, EOFError,
+            NotImplementedError) as exc:
+        raise _NotSpliceable(str(exc)) from None
+    kept = [(tag, buffer[s:e]) for tag, s, e in elements
+        if tag not in _REWRITTEN and tag not in _GROUP_LENGTHS]
+    merged = sorted(kept + list(encoded.items()), key=lambda e: e[0])
+    header = b''.join([buffer[:start], *(value for _, value in merged)])
+    return Rewritten(header, resume, True)
 
 
 class ViewReader:

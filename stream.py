@@ -1,24 +1,28 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The streaming upload route: files posted one by one, forwarded to
-Orthanc as they arrive.
+"""The streaming upload route: files posted as they are read from disk,
+forwarded to Orthanc as they arrive.
 
-SAO's binary_dicom widget POSTs each file's bytes (the body is the file,
-nothing else) to ``/<database>/health_orthanc/upload?server=<id>&upload=
-<reference>&name=<file name>`` with the session's ``Authorization``
-header (and ``&patient=<id>`` when the upload names a patient: the
-objects are then given that patient's identity as they stream, see
-import_files.py).  A DICOM file is forwarded while it is read from the
-request, in 1 MB pieces: trytond never holds it whole.  A ZIP or gzip'ed
-file is spooled to a temporary file on disk (a ZIP is read at random) and
-checked with the same limits as the wizard (upload_frames.check_upload);
-a ZIP's entries are then sent one by one.
-What is not DICOM (a CD's viewer program, autorun.inf) and the CD's
-DICOMDIR are read to the end and reported as skipped, not sent.
+SAO's binary_dicom widget POSTs a few files at a time (the body is the
+files' bytes one after the other, nothing else) to ``/<database>/
+health_orthanc/upload?server=<id>&upload=<reference>&name=<file name>
+&size=<its bytes>&name=...&size=...`` with the session's
+``Authorization`` header (one file may come with its ``name`` alone), and
+``&patient=<id>`` when the upload names a patient: the objects are then
+given that patient's identity as they stream, see import_files.py.  A
+DICOM file is forwarded while it is read from the request, in 1 MB
+pieces: trytond never holds it whole.  A ZIP or gzip'ed file is spooled
+to a temporary file on disk (a ZIP is read at random) and checked with the
+same limits as the wizard (upload_frames.check_upload); a ZIP's entries
+are then sent one by one.  What is not DICOM (a CD's viewer program,
+autorun.inf) and the CD's DICOMDIR are read to the end and reported as
+skipped, not sent.
 
 Each outcome is stored as an upload file record under the upload
 reference; the upload wizard then reads them by that reference (the
 widget puts it in the field instead of the files) and shows the same
-per-file result as for the JSON-RPC path.
+per-file result as for the JSON-RPC path.  The per-request work (session,
+role, server, one commit of the outcomes) is shared by the files of a
+request, which is why the widget sends several at once.
 """
 import http.client
 import json
@@ -26,13 +30,16 @@ import logging
 import mmap
 import tempfile
 
+from trytond.config import config
 from trytond.i18n import gettext
 from trytond.model import ModelSQL, fields
 from trytond.model.exceptions import AccessError
 from trytond.pool import Pool
-from trytond.protocols.wrappers import Response, abort, with_pool
+from trytond.protocols.wrappers import (
+    Response, abort, set_max_request_size, with_pool)
 from trytond.transaction import Transaction, without_check_access
 from trytond.wsgi import app
+from werkzeug.exceptions import HTTPException
 
 from . import import_files, limits, orthanc, roles, upload, upload_frames
 from . import reconcile
@@ -187,77 +194,181 @@ def _json(data, status=http.client.OK):
         content_type='application/json')
 
 
-def _start(pool, request, readonly):
-    return Transaction().start(pool.database_name, request.user_id,
-        readonly=readonly, context={'_request': request.context})
+def _session(request):
+    """(user id, session key) of the request's SAO session (the
+    Authorization header as SAO sends it); 401 without one."""
+    auth = request.authorization
+    if auth and auth.type == 'session':
+        user_id, key = auth.get('userid'), auth.get('session')
+        if isinstance(user_id, int) and key:
+            return user_id, key
+    _unauthorized()
+
+
+def _check_session(pool, user_id, key):
+    """Refuse (401) unless key is a session of user_id by trytond's own rule
+    (ir.session: younger than [session] max_age), checked in the route's
+    transaction on every request, with no cache: a session ended (logout,
+    expired, password changed) is refused from the next file on."""
+    if not pool.get('ir.session').check(user_id, key):
+        _unauthorized()
+
+
+def _unauthorized():
+    # As trytond's auth_required answers SAO (no browser login prompt).
+    abort(http.client.UNAUTHORIZED, response=Response(None,
+            http.client.UNAUTHORIZED))
+
+
+def _parts(request):
+    """[(name, size)] of the files of the body, in order: the ``name``
+    arguments with the ``size`` of each (the body is the files one after
+    the other), or one ``name`` and the whole body.  400 if they do not
+    add up to the body."""
+    names = request.args.getlist('name') or ['file #1']
+    sizes = request.args.getlist('size')
+    length = request.content_length
+    if length is None:
+        abort(http.client.LENGTH_REQUIRED)
+    if not sizes and len(names) == 1:
+        sizes = [length]
+    try:
+        sizes = [int(s) for s in sizes]
+    except ValueError:
+        abort(http.client.BAD_REQUEST)
+    if (len(sizes) != len(names) or sum(sizes) != length
+            or any(s < 0 for s in sizes)
+            or len(names) > limits.upload_limits().files):
+        abort(http.client.BAD_REQUEST)
+    return list(zip(names, sizes))
+
+
+def _check_sizes(parts):
+    "Each file and the body against trytond's and the module's limits."
+    most = config.getint('request', 'max_size_authenticated')
+    if most and sum(size for _, size in parts) > most:
+        abort(http.client.REQUEST_ENTITY_TOO_LARGE)
+    for name, size in parts:
+        if not size:
+            abort(http.client.BAD_REQUEST, gettext(
+                    'health_orthanc.msg_upload_refused_empty_file',
+                    name=name))
+        if size > limits.upload_limits().inflated_file:
+            abort(http.client.REQUEST_ENTITY_TOO_LARGE)
+
+
+class _Part:
+    "read() of one file of the body: never past its end."
+
+    def __init__(self, stream, size):
+        self._stream = stream
+        self.remaining = size
+
+    def read(self, size):
+        piece = self._stream.read(min(size, self.remaining))
+        self.remaining -= len(piece)
+        return piece
 
 
 def _server(pool, request):
-    """The server to send to and its adapter client, once the user's
-    role is checked (the role that may run the upload wizard)."""
+    """The server to send to, its adapter client and the patient identity
+    to give the objects, once the user's role is checked (the role that
+    may run the upload wizard)."""
     Server = pool.get('gnuhealth.orthanc.config')
     try:
         server_id = int(request.args.get('server', ''))
     except ValueError:
         abort(http.client.BAD_REQUEST)
-    with _start(pool, request, readonly=True):
-        try:
-            roles.check_wizard_role(WIZARD)
-        except AccessError as exc:
-            abort(http.client.FORBIDDEN, exc.message)
-        identity = reconcile.identity_of_request(pool, request)
-        with without_check_access():
-            servers = Server.search([('id', '=', server_id)])
-            if not servers:
-                abort(http.client.NOT_FOUND)
-            server, = servers
-            return server.label, upload.upload_client(server), identity
+    try:
+        roles.check_wizard_role(WIZARD)
+    except AccessError as exc:
+        abort(http.client.FORBIDDEN, exc.message)
+    identity = reconcile.identity_of_request(pool, request)
+    with without_check_access():
+        servers = Server.search([('id', '=', server_id)])
+        if not servers:
+            abort(http.client.NOT_FOUND)
+        server, = servers
+        return server, upload.upload_client(server), identity
 
 
-def _record(pool, request, server_id, reference, files, identity=None):
+def _record(pool, server, reference, files, identity=None):
     UploadFile = pool.get(UPLOAD_FILE)
-    with _start(pool, request, readonly=False) as transaction:
-        UploadFile.create([{
-                    'reference': reference, 'server': server_id,
-                    'name': f.name, 'status': f.status,
-                    'orthanc_id': f.orthanc_id, 'study_id': f.study_id,
-                    'reason': f.reason,
-                    'puid': identity.patient_id if identity else None,
-                    } for f in files])
-        transaction.commit()
+    UploadFile.create([{
+                'reference': reference, 'server': server.id,
+                'name': f.name, 'status': f.status,
+                'orthanc_id': f.orthanc_id, 'study_id': f.study_id,
+                'reason': f.reason,
+                'puid': identity.patient_id if identity else None,
+                } for f in files])
 
 
+def _send(server, client, parts, stream, identity):
+    """Each file of the body forwarded (forward()) as it is read: the
+    outcomes, and the failure that stopped the files (an HTTPException,
+    None if none did)."""
+    files = []
+    for name, size in parts:
+        part = _Part(stream, size)
+        try:
+            files.extend(forward(client, name, part, size, identity))
+        except orthanc.OrthancError as exc:
+            logger.warning("Streamed upload to %s stopped at %s: %s",
+                server.label, name, exc)
+            done = sum(f.status in ('Success', 'AlreadyStored')
+                for f in files)
+            return files, _error(http.client.BAD_GATEWAY, gettext(
+                    'health_orthanc.msg_upload_failed', server=server.label,
+                    name=name, reason=upload.describe_error(exc),
+                    done=done))
+        except upload.OrthancUploadError as exc:
+            return files, _error(http.client.REQUEST_ENTITY_TOO_LARGE,
+                exc.message)
+        # What a file's reader left (a file not sent) is not the next's.
+        drain(part, part.remaining)
+    return files, None
+
+
+def _error(status, message):
+    try:
+        abort(status, message)
+    except HTTPException as exc:
+        return exc
+
+
+# 0: trytond's dispatcher does not check the size (it would check the
+# session in a transaction of its own to choose the limit); the route
+# checks both in its one transaction, before reading the body.
 @app.route('/<database_name>/health_orthanc/upload', methods=['POST'])
-@app.auth_required
+@set_max_request_size(0)
 @with_pool
 def upload_route(request, pool):
-    """Forward the posted file to Orthanc as it arrives; answer the
-    per-file outcome as JSON.  No transaction is open while sending."""
+    """Forward the posted files to Orthanc as they arrive; answer the
+    per-file outcomes as JSON.
+
+    One database connection per request: session, role, server and
+    patient are read, the transaction is ended (a commit of nothing)
+    before the body is read, so no transaction is open while sending; then
+    the outcomes are recorded in one commit (also those of the files sent
+    before one that failed)."""
     reference = request.args.get('upload', '')
-    name = request.args.get('name') or 'file #1'
-    length = request.content_length
     if not reference or len(reference) > 64 or not reference.isprintable():
         abort(http.client.BAD_REQUEST)
-    if length is None:
-        abort(http.client.LENGTH_REQUIRED)
-    if not length:
-        abort(http.client.BAD_REQUEST, gettext(
-                'health_orthanc.msg_upload_refused_empty_file', name=name))
-    if length > limits.upload_limits().inflated_file:
-        abort(http.client.REQUEST_ENTITY_TOO_LARGE)
-    label, client, identity = _server(pool, request)
-    stream = request.stream
-    try:
-        files = forward(client, name, stream, length, identity)
-    except orthanc.OrthancError as exc:
-        logger.warning("Streamed upload to %s stopped at %s: %s", label,
-            name, exc)
-        abort(http.client.BAD_GATEWAY, gettext(
-                'health_orthanc.msg_upload_failed', server=label, name=name,
-                reason=upload.describe_error(exc), done=0))
-    except upload.OrthancUploadError as exc:
-        abort(http.client.REQUEST_ENTITY_TOO_LARGE, exc.message)
-    _record(pool, request, int(request.args['server']), reference, files,
-        identity)
+    parts = _parts(request)
+    user_id, key = _session(request)
+    # As trytond's own session check: a transaction as the claimed user,
+    # refused unless the session is his.
+    with Transaction().start(pool.database_name, user_id,
+            context={'_request': request.context}) as transaction:
+        _check_session(pool, user_id, key)
+        _check_sizes(parts)
+        server, client, identity = _server(pool, request)
+        transaction.commit()
+        files, failure = _send(server, client, parts, request.stream,
+            identity)
+        _record(pool, server, reference, files, identity)
+        transaction.commit()
+    if failure is not None:
+        raise failure
     return _json({'files': [{'name': f.name, 'status': f.status,
                     'reason': f.reason} for f in files]})

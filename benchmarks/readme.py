@@ -107,11 +107,56 @@ def render_sync():
     return lines
 
 
+ROUTE_SCENARIOS = [
+    ('floor', 'floor: straight to Orthanc'),
+    ('route', 'route, as SAO sends it'),
+    ('route_reconcile', 'route with reconciliation'),
+    ('rpc', 'JSON-RPC (rpc)'),
+    ]
+
+
+def render_route(file_name, report):
+    "The streaming route's run (benchmarks/upload.py --issue14)."
+    floor = report['floor']['seconds']
+    header = ['%s MB, %d files (`%s`)' % (number(report['payload_mb'], 1),
+            report['files'], file_name), 'time', '/ floor',
+        'trytond peak RSS growth']
+    rows = []
+    for key, label in ROUTE_SCENARIOS:
+        values = report.get(key)
+        if not values:
+            continue
+        if key == 'rpc':
+            label += ', %s MB' % number(report.get('rpc_payload_mb',
+                    report['payload_mb']), 1)
+        elif 'post_seconds' in values:
+            label += ' (posts %s s + wizard %s s)' % (
+                number(values['post_seconds'], 1),
+                number(values['wizard_seconds'], 1))
+        rows.append([label, '%s s' % number(values['seconds'], 1),
+                number(values['seconds'] / floor) if key != 'rpc' else '-',
+                '-' if key == 'floor' else '%s MB' % number(
+                    values['upload_memory_mb'], 1)])
+    lines = table(header, rows)
+    if report.get('loadavg'):
+        lines += ['', 'Load average during the run: %s.'
+            % report['loadavg']]
+    return lines + ['', targets_line('`%s`' % file_name,
+            report['targets'])]
+
+
 def render_upload():
     found = results('upload-*.json')
     if not found:
         return ['No results in benchmarks/results/upload-*.json yet.']
     rows = []
+    routes = [(f, r) for f, r in found if 'route' in r]
+    found = [(f, r) for f, r in found if 'route' not in r]
+    if not found:
+        lines = []
+        for file_name, report in routes:
+            lines += render_route(file_name, report) + ['']
+        return lines[:-1]
     for file_name, report in found:
         wizard, rpc = report['wizard'], report.get('rpc')
         rows.append([
@@ -133,6 +178,8 @@ def render_upload():
     lines.append('')
     for file_name, report in found:
         lines.append(targets_line('`%s`' % file_name, report['targets']))
+    for file_name, report in routes:
+        lines += [''] + render_route(file_name, report)
     return lines
 
 

@@ -6,9 +6,12 @@ import io
 import unittest
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
+from .. import dicom_identity
 from ..dicom_identity import (
     Identity, NotRewritable, original_patient_ids, rewrite_bytes,
     rewrite_stream)
@@ -125,6 +128,47 @@ class DicomIdentityTest(unittest.TestCase):
             rewrite_bytes(b'\0' * 128 + b'DICM' + b'\xff' * 64, ADA)
         with self.assertRaises(NotRewritable):
             rewrite_bytes(data, ADA)
+
+    def test_only_patient_elements_encoded_again(self):
+        """Usual files take the element walk (explicit and implicit VR, a
+        sequence of undefined length before the patient group): the same
+        dataset as pydicom's whole-header rewrite, the other elements'
+        bytes untouched."""
+        reference = Dataset()
+        reference.ReferencedSOPClassUID = '1.2.840.10008.5.1.4.1.1.2'
+        reference.ReferencedSOPInstanceUID = dicom.uid()
+        reference.is_undefined_length_sequence_item = True
+        ds = dcmread(io.BytesIO(dicom.image(patient_id='EXT-9',
+                    overrides={'IssuerOfPatientID': 'ELSEWHERE',
+                        'StudyDescription': 'KEPT AS IS'})))
+        ds.ReferencedStudySequence = Sequence([reference])
+        ds['ReferencedStudySequence'].is_undefined_length = True
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        for syntax in (None, ImplicitVRLittleEndian):
+            data = encoded_as(out.getvalue(), syntax) if syntax \
+                else out.getvalue()
+            with self.subTest(syntax=syntax):
+                walked = self.rewrite_with(dicom_identity._splice, data)
+                whole = self.rewrite_with(dicom_identity._rewrite_header,
+                    data)
+                self.assertIn(b'KEPT AS IS', walked.header)
+                self.assertEqual(walked.resume, whole.resume)
+                self.assertEqual(self.without_time(walked.header),
+                    self.without_time(whole.header))
+
+    @staticmethod
+    def rewrite_with(function, data):
+        recorder = dicom_identity._Recorder(io.BytesIO(data), len(data))
+        return function(recorder, len(data), ADA)
+
+    @staticmethod
+    def without_time(header):
+        "The header's dataset, the modification time left out."
+        ds = dcmread(io.BytesIO(header), stop_before_pixels=True)
+        for item in ds.OriginalAttributesSequence:
+            del item.AttributeModificationDateTime
+        return ds
 
     def test_sex_of_genders(self):
         self.assertEqual([Identity.of('x', 'a', 'b', None, g).sex

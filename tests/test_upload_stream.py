@@ -140,6 +140,48 @@ class StreamedUploadTest(rpc.RPCTestCase):
             uuid.uuid4().hex)
         self.assertEqual(answer.status_code, 200, answer.text)
 
+    def post_batch(self, files, sizes=None):
+        "Several (name, bytes) files in one request, as the widget sends."
+        return httpx.post(self.route, content=b''.join(d for _, d in files),
+            headers={'Content-Type': 'application/octet-stream',
+                'Authorization': self.sessions['radiographer'].authorization},
+            params={'server': self.server_id, 'upload': uuid.uuid4().hex,
+                'name': [n for n, _ in files],
+                'size': sizes or [len(d) for _, d in files]}, timeout=300)
+
+    def test_files_in_one_request(self):
+        "A batch: each file sent or skipped on its own, in order."
+        images = dicom.study(n_series=1, n_instances=2)
+        answer = self.post_batch([('IMAGES/1', images[0]),
+                ('AUTORUN.INF', b'[autorun]\r\n'), ('IMAGES/2', images[1])])
+        self.assertEqual(answer.status_code, 200, answer.text)
+        self.assertEqual([(f['name'], f['status'])
+                for f in answer.json()['files']],
+            [('IMAGES/1', 'Success'), ('AUTORUN.INF', 'Skipped'),
+                ('IMAGES/2', 'Success')])
+        self.assertEqual(len(self.orthanc_instances()), 2)
+        # Sizes that do not add up to the body: nothing read, nothing sent.
+        answer = self.post_batch([('a', dicom.image()), ('b', b'x')],
+            sizes=[10, 10])
+        self.assertEqual(answer.status_code, 400)
+        self.assertEqual(len(self.orthanc_instances()), 2)
+
+    def test_ended_session_refused(self):
+        "A session ended by logout is refused from the next file on."
+        session = self.server.login('radiographer',
+            self.server.passwords['radiographer'])
+        self.sessions['ended'] = session
+        try:
+            reference = uuid.uuid4().hex
+            answer = self.post('ended', 'a.dcm', dicom.image(), reference)
+            self.assertEqual(answer.status_code, 200, answer.text)
+            session.call('common.db.logout', context=False)
+            answer = self.post('ended', 'b.dcm', dicom.image(), reference)
+            self.assertEqual(answer.status_code, 401)
+        finally:
+            del self.sessions['ended']
+        self.assertEqual(len(self.orthanc_instances()), 1)
+
     def test_outcomes_are_the_uploaders(self):
         "Another user cannot read the outcome of someone else's upload."
         reference = self.post_all('radiographer',

@@ -66,8 +66,11 @@ def targets_line(name, targets):
     parts = []
     for key, value in targets.items():
         if isinstance(value, dict):
-            parts.append('%s %s (limit %s)%s' % (key, number(value['value'],
-                        3), value['limit'], '' if value['ok']
+            shown = value['value']
+            if isinstance(shown, (int, float)):
+                shown = number(shown, 3)
+            parts.append('%s %s (limit %s)%s' % (key, shown,
+                    value['limit'], '' if value['ok']
                     else ' **MISSED**'))
         else:
             parts.append('%s %s' % (key, 'yes' if value else '**no**'))

@@ -254,7 +254,7 @@ def route_targets(report):
     if 'rpc' in report:
         result['rpc_all_files_stored'] = {
             'value': report['rpc']['orthanc_instances'],
-            'limit': len(report['rpc'].get('files', [])) or report['files'],
+            'limit': report['rpc'].get('files') or report['files'],
             'ok': report['rpc']['stored'] == report['rpc']['orthanc_instances']}
     return result
 

@@ -344,10 +344,16 @@ async function cancelled(page) {
     const form = wizard(page);
     await form.locator('.form-binary-dicom').first().waitFor();
     await chooseServer(form);
+    // The requests from the CANCEL_AT-th on wait for the click on Stop
+    // (the other request in flight would go on sending meanwhile).
+    let stopped = null;
     const streamed = await streamFolder(page, form, CANCEL_DIR,
         async (count, widget) => {
             if (count == CANCEL_AT) {
-                await widget.locator('.dicom-cancel').click();
+                stopped = widget.locator('.dicom-cancel').click();
+            }
+            if (count >= CANCEL_AT) {
+                await stopped;
             }
         }, 1);
     check(streamed.state == 'cancelled', 'the upload was cancelled');

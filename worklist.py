@@ -132,39 +132,42 @@ class WorklistItem(ModelSQL, ModelView):
 
     @classmethod
     def _refresh(cls, requests):
+        Request = Pool().get('gnuhealth.imaging.test.request')
+        # What the items are made of: one read for the whole list.
+        rows = Request.worklist_rows(requests)
         existing = {}
         for item in cls.search([
-                    ('request', 'in', [r.id for r in requests]),
+                    ('request', 'in', list(rows)),
                     ('wanted', '=', 'present'),
                     ]):
             existing.setdefault(item.request.id, []).append(item)
-        servers = cls.servers_for(requests)
-        Pool().get('gnuhealth.imaging.test.request').generate_worklist_uids(
-            [r for r in requests if r.id in servers
-                and not r.worklist_removal_reason()])
+        servers = cls.servers_for(rows.values())
+        Request.generate_worklist_uids([row for row in rows.values()
+                if row['id'] in servers
+                and not Request.worklist_removal_reason(row)])
         to_create, to_write, changed = [], [], []
-        for request in requests:
-            server = servers.get(request.id)
-            items = existing.pop(request.id, [])
-            reason = request.worklist_removal_reason()
+        for request_id, row in rows.items():
+            server = servers.get(request_id)
+            items = existing.pop(request_id, [])
+            reason = Request.worklist_removal_reason(row)
             if reason or server is None:
                 if items:
                     to_write.extend((items, cls.absent_values(
                                 reason or 'no server')))
                     changed.extend(items)
                 continue
-            values = request.worklist_item_values()
+            values = Request.worklist_item_values(row)
             # Another server or another UID (merge_id edited): the old
             # item leaves its worklist, a new one is put.
-            keep = [i for i in items if i.server == server
+            keep = [i for i in items if i.server.id == server
                 and i.study_uid == values['study_uid']]
             stale = [i for i in items if i not in keep]
             if stale:
                 to_write.extend((stale, cls.absent_values('item replaced')))
                 changed.extend(stale)
             if not keep:
-                to_create.append({**values, 'server': server.id,
-                        'request': request.id})
+                to_create.append({**values, 'server': server,
+                        'request': request_id})
             elif keep[0].attributes != values['attributes']:
                 to_write.extend((keep, {**values, 'state': 'waiting',
                             'error': None}))
@@ -203,23 +206,28 @@ class WorklistItem(ModelSQL, ModelView):
             'removal_reason': reason}
 
     @classmethod
-    def servers_for(cls, requests):
-        """The worklist server of each request (by id): its imaging test
-        type's, else the default one; none without delivery mode."""
+    def servers_for(cls, rows):
+        """The worklist server (id) of each request row (by id): its
+        imaging test type's, else the default one; none without delivery
+        mode."""
         Server = Pool().get('gnuhealth.orthanc.config')
         defaults = Server.search([
                 ('worklist_default', '=', True),
                 ('worklist_delivery', '!=', None),
                 ], limit=1)
-        default = defaults[0] if defaults else None
+        default = defaults[0].id if defaults else None
         servers = {}
-        for request in requests:
-            test_type = (request.requested_test.test_type
-                if request.requested_test else None)
-            server = (test_type.worklist_server if test_type
-                and test_type.worklist_server else default)
-            if server and server.worklist_delivery:
-                servers[request.id] = server
+        for row in rows:
+            test_type = (row['requested_test.'] or {}).get('test_type.')
+            server = test_type and test_type['worklist_server.']
+            if not server:
+                server_id = default
+            elif server['worklist_delivery']:
+                server_id = server['id']
+            else:
+                server_id = None
+            if server_id:
+                servers[row['id']] = server_id
         return servers
 
     # --- delivery ------------------------------------------------------
@@ -263,14 +271,18 @@ class WorklistItem(ModelSQL, ModelView):
             error = server.worklist_send(
                 [i for i in server_items if i.wanted == 'present'],
                 [i for i in server_items if i.wanted == 'absent'])
+            if error is None:
+                outcome = {'state': 'delivered', 'error': None,
+                    'delivered_at': now}
+            else:
+                outcome = {'state': 'failed', 'error': error}
+            # One write per outcome and count of attempts, not per item.
+            by_attempts = {}
             for item in server_items:
-                values = {'attempts': (item.attempts or 0) + 1}
-                if error is None:
-                    values.update(state='delivered', error=None,
-                        delivered_at=now)
-                else:
-                    values.update(state='failed', error=error)
-                to_write.extend(([item], values))
+                by_attempts.setdefault(item.attempts or 0, []).append(item)
+            for attempts, same in by_attempts.items():
+                to_write.extend((same, {**outcome,
+                            'attempts': attempts + 1}))
         if to_write:
             cls.write(*to_write)
 
@@ -388,6 +400,13 @@ class ImagingTestRequest(metaclass=PoolMeta):
 
     @classmethod
     def create(cls, vlist):
+        # Each request its own StudyInstanceUID from the start (no second
+        # write): trytond computes a field's default once per create call.
+        vlist = [v.copy() for v in vlist]
+        for values in vlist:
+            for name, uid in cls.new_worklist_uids().items():
+                if not values.get(name):
+                    values[name] = uid
         requests = super().create(vlist)
         if not Transaction().context.get(REFRESHING):
             Pool().get('gnuhealth.imaging_orthanc.worklist_item'
@@ -427,57 +446,87 @@ class ImagingTestRequest(metaclass=PoolMeta):
         default.setdefault('worklist_items', None)
         return super().copy(requests, default=default)
 
+    @classmethod
+    def new_worklist_uids(cls):
+        "The values that give a new request its own StudyInstanceUID."
+        return {'worklist_uid': generate_uid()}
+
     # --- what the item carries ----------------------------------------
-    def worklist_removal_reason(self):
-        "Why this request has no item (None: it has one)."
-        if self.state != 'requested':
-            return 'request %s' % self.state
-        if self.orthanc_studies:
+    @classmethod
+    def worklist_read_fields(cls):
+        "What the items of requests are made of (read for a whole list)."
+        return ['state', 'request', 'request_line', 'date', 'worklist_uid',
+            'orthanc_studies', 'patient.puid', 'patient.party.name',
+            'patient.party.lastname', 'patient.party.dob',
+            'patient.party.gender', 'doctor.party.name',
+            'doctor.party.lastname', 'requested_test.name',
+            'requested_test.test_type.code',
+            'requested_test.test_type.worklist_station_ae',
+            'requested_test.test_type.worklist_server.worklist_delivery']
+
+    @classmethod
+    def worklist_rows(cls, requests):
+        """{id: row} of the requests: their fields and those of their
+        patients, doctors and tests, in one read."""
+        return {row['id']: row for row in cls.read([r.id for r in requests],
+                cls.worklist_read_fields())}
+
+    @classmethod
+    def worklist_removal_reason(cls, row):
+        "Why the request of row has no item (None: it has one)."
+        if row['state'] != 'requested':
+            return 'request %s' % row['state']
+        if row['orthanc_studies']:
             return 'study arrived'
         return None
 
-    def worklist_study_uid(self):
+    @classmethod
+    def worklist_study_uid(cls, row):
         "The StudyInstanceUID of the item (see generate_worklist_uids)."
-        return self.worklist_uid
+        return row['worklist_uid']
 
     @classmethod
-    def generate_worklist_uids(cls, requests):
-        "Give the requests that have none a StudyInstanceUID, kept."
-        missing = [r for r in requests if not r.worklist_study_uid()]
+    def generate_worklist_uids(cls, rows):
+        """Give the request rows that have no StudyInstanceUID one, kept
+        (requests made before this module, copies)."""
+        missing = [row for row in rows if not cls.worklist_study_uid(row)]
         if not missing:
             return
         to_write = []
-        for request in missing:
-            uid = request.worklist_uid = generate_uid()
-            to_write.extend(([request], {'worklist_uid': uid}))
+        for row in missing:
+            uid = row['worklist_uid'] = generate_uid()
+            to_write.extend(([cls(row['id'])], {'worklist_uid': uid}))
         with Transaction().set_context({REFRESHING: True}):
             cls.write(*to_write)
 
-    def worklist_station_ae(self):
-        test_type = self.requested_test.test_type
-        return test_type.worklist_station_ae or ''
+    @classmethod
+    def worklist_station_ae(cls, row):
+        test_type = (row['requested_test.'] or {}).get('test_type.') or {}
+        return test_type.get('worklist_station_ae') or ''
 
-    def worklist_item_values(self):
-        party = self.patient.party
-        doctor = self.doctor.party if self.doctor else None
-        test = self.requested_test
+    @classmethod
+    def worklist_item_values(cls, row):
+        "The values of the item of a request row (see worklist_rows)."
+        party = row['patient.']['party.']
+        doctor = (row['doctor.'] or {}).get('party.')
+        test = row['requested_test.']
         attributes = worklist_dicom.worklist_attributes(
-            study_uid=self.worklist_study_uid(),
-            accession=self.request, procedure_id=self.request_line,
-            description=test.name, patient_id=self.patient.puid,
-            family=party.lastname, given=party.name, birth_date=party.dob,
-            gender=party.gender,
+            study_uid=cls.worklist_study_uid(row),
+            accession=row['request'], procedure_id=row['request_line'],
+            description=test['name'], patient_id=row['patient.']['puid'],
+            family=party['lastname'], given=party['name'],
+            birth_date=party['dob'], gender=party['gender'],
             requesting_physician=worklist_dicom.person_name(
-                doctor.lastname, doctor.name) if doctor else '',
-            scheduled=self.date, modality=test.test_type.code,
-            station_ae=self.worklist_station_ae())
+                doctor['lastname'], doctor['name']) if doctor else '',
+            scheduled=row['date'], modality=test['test_type.']['code'],
+            station_ae=cls.worklist_station_ae(row))
         return {
             'study_uid': attributes['StudyInstanceUID'],
-            'accession': self.request,
+            'accession': row['request'],
             'patient_id': attributes['PatientID'],
             'patient_name': attributes['PatientName'],
             'modality': attributes['Modality'],
-            'scheduled': self.date,
+            'scheduled': row['date'],
             'attributes': json.dumps(attributes, sort_keys=True,
                 ensure_ascii=False),
             }

@@ -9,17 +9,39 @@ from trytond.pool import PoolMeta
 class ImagingTestRequest(metaclass=PoolMeta):
     __name__ = 'gnuhealth.imaging.test.request'
 
-    def worklist_removal_reason(self):
-        if self.worklist_status == 'canceled':
+    @classmethod
+    def new_worklist_uids(cls):
+        """merge_id is the StudyInstanceUID: one per request, also when
+        several are created at once (its default is computed once per
+        create call, so they would share it)."""
+        return {'merge_id': cls.default_merge_id()}
+
+    @classmethod
+    def copy(cls, requests, default=None):
+        "A copied order is another order: its own merge_id (create)."
+        default = dict(default or {})
+        default.setdefault('merge_id', None)
+        return super().copy(requests, default=default)
+
+    @classmethod
+    def worklist_read_fields(cls):
+        return super().worklist_read_fields() + ['merge_id',
+            'worklist_status', 'requested_test.aetitle']
+
+    @classmethod
+    def worklist_removal_reason(cls, row):
+        if row['worklist_status'] == 'canceled':
             return 'order cancelled'
-        return super().worklist_removal_reason()
+        return super().worklist_removal_reason(row)
 
-    def worklist_study_uid(self):
-        return self.merge_id or super().worklist_study_uid()
+    @classmethod
+    def worklist_study_uid(cls, row):
+        return row['merge_id'] or super().worklist_study_uid(row)
 
-    def worklist_station_ae(self):
-        return (self.requested_test.aetitle
-            or super().worklist_station_ae())
+    @classmethod
+    def worklist_station_ae(cls, row):
+        return ((row['requested_test.'] or {}).get('aetitle')
+            or super().worklist_station_ae(row))
 
     def study_uid_keys(self):
         return list(filter(None, [self.merge_id]

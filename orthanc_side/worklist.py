@@ -4,7 +4,8 @@ Python plugin runs one script).
 
 - POST /health-orthanc/worklist {"put": [{"uid", "dicom" (base64 of the
   .wl file), "date", "modality"}], "remove": [uid]}: GNU Health puts and
-  removes items; GET lists the UIDs held.  Only GNU Health's service
+  removes any number of items in one call (a single item is a list of
+  one); GET lists the UIDs held.  Only GNU Health's service
   accounts reach the route: viewer_access.filter_request refuses every
   other caller (a viewer token never grants it).
 - the worklist callback answers the modalities' C-FIND (Modality Worklist)
@@ -12,9 +13,10 @@ Python plugin runs one script).
 
 Items are kept as .wl files in a folder of their own ("HealthOrthanc".
 "WorklistFolder", default "health-orthanc-worklist" under the storage
-directory), so they survive a restart, and in memory with their scheduled
-date and modality: a C-FIND first keeps the items whose date and modality
-can match (cheap), then Orthanc's own matcher decides.
+directory), so they survive a restart, and in memory indexed by scheduled
+date and modality: a C-FIND reads only the items whose date and modality
+can match (a dictionary look-up for one day, not a scan of every item),
+then Orthanc's own matcher decides.
 """
 import base64
 import binascii
@@ -34,11 +36,15 @@ STEP_TAG = '0040,0100'
 
 
 class Worklist:
-    "The items held, by StudyInstanceUID: (date, modality, .wl bytes)."
+    """The items held: their .wl bytes by scheduled date, then modality,
+    then StudyInstanceUID, so that a C-FIND for one day and one modality
+    reads only those items (loaded once, kept up to date by put and
+    remove)."""
 
     def __init__(self, folder):
         self.folder = folder
-        self._items = {}
+        self._steps = {}  # uid: (date, modality)
+        self._by_date = {}  # date: {modality: {uid: .wl bytes}}
         self._lock = threading.Lock()
         os.makedirs(folder, exist_ok=True)
         self._load()
@@ -54,28 +60,59 @@ class Worklist:
             with open(self._path(uid), 'rb') as stream:
                 data = stream.read()
             date, modality = _step_of(data)
-            self._items[uid] = (date, modality, data)
+            self._index(uid, date, modality, data)
 
-    def put(self, uid, date, modality, data):
-        handle, temporary = tempfile.mkstemp(dir=self.folder,
-            prefix='.tmp-')
-        with os.fdopen(handle, 'wb') as stream:
-            stream.write(data)
-        os.replace(temporary, self._path(uid))
-        with self._lock:
-            self._items[uid] = (date, modality, data)
+    def _index(self, uid, date, modality, data):
+        "Hold an item (the lock held, or while loading)."
+        self._unindex(uid)
+        self._steps[uid] = (date, modality)
+        self._by_date.setdefault(date, {}).setdefault(modality, {})[
+            uid] = data
 
-    def remove(self, uid):
-        try:
-            os.remove(self._path(uid))
-        except FileNotFoundError:
-            pass
+    def _unindex(self, uid):
+        "Forget an item (the lock held); False when it was not held."
+        step = self._steps.pop(uid, None)
+        if step is None:
+            return False
+        date, modality = step
+        modalities = self._by_date[date]
+        items = modalities[modality]
+        del items[uid]
+        if not items:
+            del modalities[modality]
+            if not modalities:
+                del self._by_date[date]
+        return True
+
+    def put(self, items):
+        """Store items [(uid, date, modality, .wl bytes)]: each file, then
+        the item in memory (a failed write leaves both as they were)."""
+        for uid, date, modality, data in items:
+            handle, temporary = tempfile.mkstemp(dir=self.folder,
+                prefix='.tmp-')
+            with os.fdopen(handle, 'wb') as stream:
+                stream.write(data)
+            os.replace(temporary, self._path(uid))
+            with self._lock:
+                self._index(uid, date, modality, data)
+
+    def remove(self, uids):
+        "Remove the items of uids; how many were held."
+        for uid in uids:
+            try:
+                os.remove(self._path(uid))
+            except FileNotFoundError:
+                pass
         with self._lock:
-            return self._items.pop(uid, None) is not None
+            return sum(self._unindex(uid) for uid in uids)
 
     def uids(self):
         with self._lock:
-            return sorted(self._items)
+            return sorted(self._steps)
+
+    def count(self):
+        with self._lock:
+            return len(self._steps)
 
     def candidates(self, dates, modality):
         """The .wl bytes of the items whose date is within dates
@@ -83,13 +120,20 @@ class Worklist:
         (None: any)."""
         first, last = dates
         with self._lock:
-            items = list(self._items.values())
-        for date, item_modality, data in items:
-            if modality and item_modality != modality:
-                continue
-            if first and date < first or last and date > last:
-                continue
-            yield data
+            if first and first == last:
+                days = [self._by_date.get(first) or {}]
+            else:
+                days = [modalities for date, modalities
+                    in self._by_date.items()
+                    if not (first and date < first or last and date > last)]
+            found = []
+            for modalities in days:
+                if modality:
+                    found.extend((modalities.get(modality) or {}).values())
+                else:
+                    for items in modalities.values():
+                        found.extend(items.values())
+        return found
 
 
 def _step_of(data):
@@ -180,11 +224,10 @@ def route(output, uri, **request):
     if not all(_UID.match(uid) for uid in remove + [p[0] for p in put]):
         _bad_request(output)
         return
-    for uid, date, modality, data in put:
-        WORKLIST.put(uid, date, modality, data)
-    removed = sum(WORKLIST.remove(uid) for uid in remove)
+    WORKLIST.put(put)
+    removed = WORKLIST.remove(remove)
     output.AnswerBuffer(json.dumps({'Put': len(put), 'Removed': removed,
-                'Count': len(WORKLIST.uids())}), 'application/json')
+                'Count': WORKLIST.count()}), 'application/json')
 
 
 WORKLIST = Worklist(_folder(json.loads(orthanc.GetConfiguration())))

@@ -10,6 +10,7 @@ modality would, storescu sends images built from the answer, the sync
 links them.  The same tests run with GNU Health's health_imaging_worklist
 activated (its merge_id is the StudyInstanceUID) and without it.
 """
+import base64
 import datetime
 import os
 import shutil
@@ -18,6 +19,12 @@ import tempfile
 import unittest
 
 import pydicom
+
+try:
+    from .. import orthanc, worklist_dicom
+except ImportError:  # tests/ run as a top-level package from the repo root
+    import orthanc
+    import worklist_dicom
 
 from . import dicom_factory, rpc, stack
 from .orthanc_server import OrthancServer, orthanc_available
@@ -386,6 +393,27 @@ class WorklistMixin:
         self.sessions['imaging_admin'].button(ITEM, 'deliver_now', [item])
         self.radiographer.button(ITEM, 'deliver_now', [item])
 
+    def test_9_requests_made_together_have_their_own_items(self):
+        """requests created and requested in one call each get their own
+        StudyInstanceUID and item, delivered together"""
+        when = datetime.datetime(2031, 9, 2, 9, 0)
+        requests = self.doctor.create(REQUEST, [{
+                    'patient': self.patient,
+                    'requested_test': self.tests['CT'],
+                    'doctor': self.professional,
+                    'date': when + datetime.timedelta(minutes=n)}
+                for n in range(3)])
+        self.doctor.button(REQUEST, 'requested', requests)
+        uids = [self.study_uid_of(r) for r in requests]
+        self.assertEqual(len(set(uids)), 3)
+        found = {a.StudyInstanceUID for a in find_worklist(
+                self.script_orthanc, modality='CT', date='20310902')}
+        self.assertEqual(found, set(uids))
+        items = self.radiographer.search_read(ITEM, [
+                ('request', 'in', requests)], ['state', 'attempts'])
+        self.assertEqual([(i['state'], i['attempts']) for i in items],
+            [('delivered', 1)] * 3)
+
 
 class WorklistTestCase(WorklistMixin, unittest.TestCase):
     "Worklist without health_imaging_worklist: the module's own UIDs."
@@ -407,3 +435,124 @@ class WorklistWithGNUHealthModuleTestCase(WorklistMixin, unittest.TestCase):
         self.assertEqual(record['worklist_status'], 'todo')
         self.assertEqual(len(self.answers_for(self.script_orthanc,
                     record['merge_id'])), 1)
+
+
+@unittest.skipUnless(orthanc_available() and dcmtk_available(),
+    'Orthanc and dcmtk (findscu) are needed')
+class WorklistRouteTestCase(unittest.TestCase):
+    """The Orthanc-side script's route on its own: many items put and
+    removed in one call, the C-FIND answered from its index by date and
+    modality, the index rebuilt from the files after a restart."""
+    ROUTE = '/health-orthanc/worklist'
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.orthanc = OrthancServer(viewer_secret='r' * 24, dicom=True,
+            extra_config={'DefaultEncoding': 'Utf8'}).start()
+        cls.addClassCleanup(cls.orthanc.stop)
+
+    def client(self):
+        return orthanc.OrthancClient(self.orthanc.url, self.orthanc.user,
+            self.orthanc.password)
+
+    @staticmethod
+    def entry(modality, when, uid=None):
+        "An item as GNU Health puts it (worklist.WorklistItem)."
+        attributes = worklist_dicom.worklist_attributes(
+            study_uid=uid or dicom_factory.uid(), accession='RT' + modality,
+            procedure_id='RT1', description=modality + ' exam',
+            patient_id='RTP1', family='Núñez', given='Zoë 李',
+            birth_date=datetime.date(1990, 1, 2), gender='f',
+            requesting_physician='', scheduled=when, modality=modality,
+            station_ae=modality + '_1')
+        data = worklist_dicom.worklist_file(attributes)
+        return {'uid': attributes['StudyInstanceUID'],
+            'dicom': base64.b64encode(data).decode('ascii'),
+            'date': attributes['ScheduledProcedureStepStartDate'],
+            'modality': modality}
+
+    def found(self, **query):
+        return sorted(a.StudyInstanceUID
+            for a in find_worklist(self.orthanc, **query))
+
+    def test_many_items_in_one_call(self):
+        """one call puts several items, one removes several; each C-FIND
+        answers the items of its date and modality only"""
+        day = datetime.datetime(2032, 4, 5, 9, 0)
+        ct1, ct2, mr1, ct_next = entries = [self.entry('CT', day),
+            self.entry('CT', day + datetime.timedelta(hours=2)),
+            self.entry('MR', day),
+            self.entry('CT', day + datetime.timedelta(days=1))]
+        client = self.client()
+        before = client.request_count
+        answer = client.update_worklist(self.ROUTE, put=entries)
+        self.assertEqual(client.request_count - before, 1)
+        self.assertEqual(answer['Put'], 4)
+        self.assertTrue(set(e['uid'] for e in entries)
+            <= set(client.worklist_uids(self.ROUTE)))
+        self.assertEqual(self.found(modality='CT', date='20320405'),
+            sorted([ct1['uid'], ct2['uid']]))
+        self.assertEqual(self.found(modality='MR', date='20320405'),
+            [mr1['uid']])
+        # A range of dates, open ranges, no date: the days in it.
+        self.assertEqual(self.found(modality='CT',
+                date='20320405-20320406'),
+            sorted([ct1['uid'], ct2['uid'], ct_next['uid']]))
+        self.assertEqual(self.found(modality='CT', date='20320406-'),
+            [ct_next['uid']])
+        self.assertEqual(self.found(modality='CT', date='-20320405'),
+            sorted([ct1['uid'], ct2['uid']]))
+        self.assertEqual(self.found(date='20320405'),
+            sorted([ct1['uid'], ct2['uid'], mr1['uid']]))
+        # Removing several at once (one never put: not counted).
+        answer = client.update_worklist(self.ROUTE,
+            remove=[ct1['uid'], mr1['uid'], '1.2.3.4.5.6.7'])
+        self.assertEqual(answer['Removed'], 2)
+        self.assertEqual(self.found(date='20320405'), [ct2['uid']])
+        client.update_worklist(self.ROUTE,
+            remove=[ct2['uid'], ct_next['uid']])
+        self.assertEqual(self.found(modality='CT',
+                date='20320405-20320406'), [])
+
+    def test_item_put_again_moves_in_the_index(self):
+        """a single item put again with another date or modality answers
+        only under its new date and modality"""
+        day = datetime.datetime(2032, 6, 7, 10, 0)
+        first = self.entry('US', day)
+        client = self.client()
+        client.update_worklist(self.ROUTE, put=[first])
+        self.assertEqual(self.found(modality='US', date='20320607'),
+            [first['uid']])
+        moved = self.entry('CR', day + datetime.timedelta(days=3),
+            uid=first['uid'])
+        client.update_worklist(self.ROUTE, put=[moved])
+        self.assertEqual(self.found(modality='US', date='20320607'), [])
+        self.assertEqual(self.found(modality='CR', date='20320610'),
+            [first['uid']])
+        client.update_worklist(self.ROUTE, remove=[first['uid']])
+        self.assertEqual(self.found(modality='CR', date='20320610'), [])
+
+    def test_index_survives_a_restart(self):
+        "after a restart the items are read back from their files"
+        day = datetime.datetime(2032, 8, 9, 11, 0)
+        entries = [self.entry('DX', day), self.entry('DX', day)]
+        client = self.client()
+        client.update_worklist(self.ROUTE, put=entries)
+        self.orthanc.restart()
+        self.assertEqual(self.found(modality='DX', date='20320809'),
+            sorted(e['uid'] for e in entries))
+        self.client().update_worklist(self.ROUTE,
+            remove=[e['uid'] for e in entries])
+        self.assertEqual(self.found(modality='DX', date='20320809'), [])
+
+    def test_bad_item_stores_nothing(self):
+        "a call with one bad UID is refused whole"
+        good = self.entry('XA', datetime.datetime(2032, 9, 1, 8, 0))
+        bad = {**self.entry('XA', datetime.datetime(2032, 9, 1, 8, 0)),
+            'uid': '../1.2'}
+        with self.assertRaises(orthanc.OrthancError):
+            self.client().update_worklist(self.ROUTE, put=[good, bad])
+        self.assertNotIn(good['uid'], self.client().worklist_uids(
+                self.ROUTE))
+        self.assertEqual(self.found(modality='XA', date='20320901'), [])

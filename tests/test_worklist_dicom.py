@@ -6,6 +6,8 @@ import io
 import unittest
 
 import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
 
 from trytond.modules.health_orthanc import worklist_dicom
 
@@ -20,6 +22,26 @@ def attributes(**values):
         station_ae='CT_ROOM1')
     arguments.update(values)
     return worklist_dicom.worklist_attributes(**arguments)
+
+
+def pydicom_file(values):
+    "The same worklist file written by pydicom (the reference)."
+    dataset = Dataset()
+    dataset.SpecificCharacterSet = worklist_dicom.CHARSET
+    for keyword in worklist_dicom.TOP_LEVEL:
+        setattr(dataset, keyword, values[keyword])
+    step = Dataset()
+    for keyword in worklist_dicom.STEP:
+        setattr(step, keyword, values[keyword])
+    dataset.ScheduledProcedureStepSequence = [step]
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = worklist_dicom.WORKLIST_SOP_CLASS
+    meta.MediaStorageSOPInstanceUID = values['StudyInstanceUID']
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.file_meta = meta
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 class WorklistDicomTestCase(unittest.TestCase):
@@ -42,6 +64,26 @@ class WorklistDicomTestCase(unittest.TestCase):
                 step.ScheduledProcedureStepStartDate,
                 step.ScheduledProcedureStepStartTime),
             ('CT', 'CT_ROOM1', '20310506', '083000'))
+
+    def test_same_dataset_as_pydicom_writes(self):
+        """the module's own encoding holds what pydicom's writer makes of
+        the same attributes (odd lengths padded, UTF-8, the step item)"""
+        for values in (attributes(), attributes(given='Zoë 李x',
+                    birth_date=None, station_ae=None, scheduled=None)):
+            data = worklist_dicom.worklist_file(values)
+            self.assertEqual(data[128:132], b'DICM')
+            self.assertEqual(len(data) % 2, 0)
+            ours = pydicom.dcmread(io.BytesIO(data), force=False)
+            reference = pydicom.dcmread(io.BytesIO(pydicom_file(values)))
+            self.assertEqual(ours, reference)
+            for keyword in ('MediaStorageSOPClassUID',
+                    'MediaStorageSOPInstanceUID', 'TransferSyntaxUID',
+                    'ImplementationClassUID'):
+                self.assertEqual(ours.file_meta[keyword].value,
+                    reference.file_meta[keyword].value)
+            # The group length ends the meta group where group 8 begins.
+            end = 144 + ours.file_meta.FileMetaInformationGroupLength
+            self.assertEqual(data[end:end + 2], b'\x08\x00')
 
     def test_sex_and_missing_values(self):
         "GNU Health's genders map to M, F or O; missing values stay empty"

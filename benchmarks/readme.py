@@ -11,6 +11,7 @@ README.md (each between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`):
         > benchmarks/results/sync-postgresql.json
     python benchmarks/upload.py > benchmarks/results/upload-50.json
     python benchmarks/viewer_access.py > benchmarks/results/viewer_access.json
+    python benchmarks/worklist.py   # writes benchmarks/results/worklist.json
     python benchmarks/readme.py           # rewrite the blocks
     python benchmarks/readme.py --check   # exit 1 if README.md differs
 
@@ -208,8 +209,48 @@ def render_viewer():
     return lines
 
 
+def render_worklist():
+    found = results('worklist*.json')
+    if not found:
+        return ['No results in benchmarks/results/worklist*.json yet.']
+    lines = []
+    for file_name, report in found:
+        find, empty = report['find_s'], report['find_empty_s']
+        answers = report['find_answers']
+        load = report['load_average']
+        lines += table(['`%s`: %d pending items' % (file_name,
+                    report['pending']), 'Orthanc-side script',
+                'ModalityWorklists folder'], [
+                ['C-FIND, one date and one modality (median of 5)',
+                    '%s s (%s answers)' % (number(find['script'], 3),
+                        '/'.join(map(str, answers['script']))),
+                    '%s s (%s answers)' % (number(find['folder'], 3),
+                        '/'.join(map(str, answers['folder'])))],
+                ['C-FIND, empty worklist (findscu, association)',
+                    '%s s' % number(empty['script'], 3),
+                    '%s s' % number(empty['folder'], 3)],
+                ['%d pending items: made, then delivered' % report[
+                        'pending'],
+                    '%s s + %s s' % (number(report['pending_items_made_s']),
+                        number(report['pending_delivered_script_s'])),
+                    '%s s written' % number(
+                        report['pending_written_folder_s'])],
+                ])
+        lines.append('')
+        lines.append('%d new items: made %s s (GNU Health\'s own create of '
+            'the same requests, without items: %s s), delivered %s s. Load '
+            'average %s before, %s after.' % (report['new'],
+                number(report['new_items_made_s']),
+                number(report['new_requests_without_items_s']),
+                number(report['new_items_sent_s']),
+                number(load['before'][0], 1), number(load['after'][0], 1)))
+        lines.append('')
+        lines.append(targets_line('`%s`' % file_name, report['targets']))
+    return lines
+
+
 RENDER = {'sync': render_sync, 'upload': render_upload,
-    'viewer': render_viewer}
+    'viewer': render_viewer, 'worklist': render_worklist}
 
 
 def rewrite(text):

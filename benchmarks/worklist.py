@@ -16,10 +16,18 @@ the other Debian's ModalityWorklists plugin on a folder (delivery
 3. 1,000 new requested tests: their items made and delivered (the work of
    the queue task), with the 5,000 still pending.
 
+References measured in the same run: the same C-FIND on each server
+before any item is there (findscu's start and the association: the floor
+of any worklist), and the same 1,000 requests created without their
+worklist items (GNU Health's own create: numbering, validation), rolled
+back.
+
 Targets: C-FIND answered in under 0.5 s; 1,000 new items delivered in
 under 10 s.  Prints progress on stderr and one JSON object on stdout whose
-`targets` maps each target to {value, limit, ok}; the exit code is 0 even
-when a target is missed (it is a measurement).
+`targets` maps each target to {value, limit, ok}, also written to
+benchmarks/results/worklist.json (the README's figures, see
+benchmarks/readme.py) with the load average before and after; the exit
+code is 0 even when a target is missed (it is a measurement).
 
     python benchmarks/worklist.py [--pending 5000] [--new 1000]
 """
@@ -41,6 +49,7 @@ MODULE = 'health_orthanc'
 MODALITIES = ('CT', 'MR', 'US', 'CR')
 DAYS = 25
 FIRST_DAY = datetime.datetime(2031, 3, 1, 8, 0)
+RESULTS = os.path.join(ROOT, 'benchmarks', 'results')
 FIND_LIMIT = 0.5
 DELIVERY_LIMIT = 10.0
 
@@ -154,13 +163,16 @@ def setup(script_orthanc, folder_orthanc, folder):
         'tests': tests, 'patients': patients, 'doctor': doctor.id}
 
 
-def order(context, count, offset):
+def order(context, count, offset, items=True):
     """count requested tests, spread over the modalities and days; the
     seconds to create them with their worklist items (what a doctor's
-    requests do before commit)."""
+    requests do before commit).  items=False: without the items, rolled
+    back (GNU Health's own part)."""
+    from trytond.modules.health_orthanc.worklist import REFRESHING
     from trytond.pool import Pool
     from trytond.transaction import Transaction
-    with Transaction().start(context['db'], 0) as transaction:
+    with Transaction().start(context['db'], 0,
+            context={} if items else {REFRESHING: True}) as transaction:
         Request = Pool().get('gnuhealth.imaging.test.request')
         vlist = []
         for n in range(offset, offset + count):
@@ -174,7 +186,10 @@ def order(context, count, offset):
         start = time.perf_counter()
         requests = Request.create(vlist)
         seconds = time.perf_counter() - start
-        transaction.commit()
+        if items:
+            transaction.commit()
+        else:
+            transaction.rollback()
     return seconds, [r.id for r in requests]
 
 
@@ -217,6 +232,7 @@ def main():
     parser.add_argument('--new', type=int, default=1000)
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix='bench-worklists-')
+    load_before = os.getloadavg()
     script_orthanc = OrthancServer(viewer_secret='b' * 24, dicom=True,
         extra_config={'DefaultEncoding': 'Utf8'}).start()
     folder_orthanc = OrthancServer(worklists_folder=folder,
@@ -225,6 +241,9 @@ def main():
     try:
         log('database...')
         context = setup(script_orthanc, folder_orthanc, folder)
+        log('C-FIND on empty worklists (reference)...')
+        report['find_empty_s'] = {'script': median_find(script_orthanc)[0],
+            'folder': median_find(folder_orthanc)[0]}
         log('%d pending requests...' % args.pending)
         seconds, pending = order(context, args.pending, 0)
         report['pending_items_made_s'] = round(seconds, 2)
@@ -238,7 +257,10 @@ def main():
         folder_find, folder_answers = median_find(folder_orthanc)
         report['find_answers'] = {'script': sorted(script_answers),
             'folder': sorted(folder_answers)}
+        report['find_s'] = {'script': script_find, 'folder': folder_find}
         log('%d new requests...' % args.new)
+        report['new_requests_without_items_s'] = round(order(context,
+                args.new, args.pending, items=False)[0], 2)
         made, new = order(context, args.new, args.pending)
         sent, count, failed = deliver(context, new)
         report.update({'new_items_made_s': round(made, 2),
@@ -259,6 +281,12 @@ def main():
         script_orthanc.stop()
         folder_orthanc.stop()
         shutil.rmtree(folder, ignore_errors=True)
+    report['load_average'] = {'before': load_before,
+        'after': os.getloadavg()}
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, 'worklist.json'), 'w') as stream:
+        json.dump(report, stream, indent=2)
+        stream.write('\n')
     for name, target in report['targets'].items():
         log('%-22s %s (%s, limit %s)' % (name,
                 'PASS' if target['ok'] else 'MISS', target['value'],

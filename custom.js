@@ -20,7 +20,7 @@
  * files and bytes sent, files stored, rejected and skipped; Stop (cancel)
  * ends the upload after the files being sent (not labelled "Cancel",
  * which is the wizard's own button).  The files go a few per request
- * (up to 16 files, 8 MB), two requests at once (STREAMING below).
+ * (up to 64 files, 32 MB), two requests at once (STREAMING below).
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -82,7 +82,7 @@
     // trytond sends one to Orthanc the next is on its way), and files per
     // request, up to so many bytes (the route's per-request work, session,
     // role, one commit of the outcomes, is shared by its files).
-    var STREAMING = {in_flight: 2, batch_files: 16, batch_bytes: 8e6};
+    var STREAMING = {in_flight: 2, batch_files: 64, batch_bytes: 32e6};
 
     // The files (their sizes) cut into batches: lists of indexes, in order.
     function batches(sizes, limits) {

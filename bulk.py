@@ -8,6 +8,9 @@ batches of thousands of rows, this module makes the same checks on the
 values of the whole batch (required values, sizes, uniqueness of the
 Orthanc ID per server, create user and date) and inserts them with
 multi-row INSERTs.  See the README (Bulk write path) for the figures.
+On PostgreSQL the INSERTs return the new ids and the table's unique
+constraint checks the Orthanc IDs; SQLite, without the constraint, has
+them checked and the ids read with one indexed SELECT per slice.
 
 Only the system's own calls come here: a call checked for access (from a
 client) goes to create(), which enforces the roles (roles.py).
@@ -15,6 +18,7 @@ client) goes to create(), which enforces the roles (roles.py).
 from sql import Column
 from sql.functions import CurrentTimestamp
 
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model.exceptions import (
     RequiredValidationError, SizeValidationError, SQLConstraintError)
@@ -42,8 +46,11 @@ def bulk_create(Model, vlist, records=True):
     rows = [dict(defaults, **v) for v in vlist]
     names = sorted(n for n in rows[0] if n in columns)
     check_values(Model, names, rows)
-    insert_rows(Model, names, rows)
-    ids = ids_by_uid(Model, rows)
+    if backend.name == 'sqlite':
+        insert_rows(Model, names, rows)
+        ids = ids_by_uid(Model, rows)
+    else:
+        ids = insert_returning_ids(Model, names, rows)
     check_unique(Model, rows, ids)
     transaction = Transaction()
     transaction.create_records[Model.__name__].update(ids.values())
@@ -91,8 +98,9 @@ def check_values(Model, names, rows):
                             **Model.__names__(name)))
 
 
-def insert_rows(Model, names, rows):
-    "Multi-row INSERTs with the create user and date."
+def insert_rows(Model, names, rows, returning=None):
+    """Multi-row INSERTs with the create user and date; the rows that
+    returning (columns) asks for."""
     transaction = Transaction()
     cursor = transaction.connection.cursor()
     table = Model.__table__()
@@ -100,10 +108,37 @@ def insert_rows(Model, names, rows):
     columns = [table.create_uid, table.create_date] + [
         Column(table, n) for n in names]
     head = [transaction.user, CurrentTimestamp()]
+    returned = []
     for batch in grouped_slice(rows, INSERT_ROWS):
         cursor.execute(*table.insert(columns, [
                     head + [f(r.get(n)) for n, f in formats]
-                    for r in batch]))
+                    for r in batch],
+                returning=returning and [Column(table, c)
+                    for c in returning]))
+        if returning:
+            returned.extend(cursor)
+    return returned
+
+
+def insert_returning_ids(Model, names, rows):
+    """PostgreSQL: the INSERTs return the ids by (server, Orthanc ID), with
+    no SELECT; the unique constraint refuses a duplicate (measured: the
+    INSERT is most of a first sync's database time)."""
+    try:
+        returned = insert_rows(Model, names, rows,
+            returning=['server', 'orthanc_UID', 'id'])
+    except backend.DatabaseIntegrityError as exc:
+        if getattr(exc, 'pgcode', None) == UNIQUE_VIOLATION:
+            # The refused INSERT aborted the transaction: the message is
+            # read in another, as the ORM does.
+            with Transaction().new_transaction():
+                message = gettext(Model._unique_message)
+            raise SQLConstraintError(message) from exc
+        raise
+    return {(server, uid): id_ for server, uid, id_ in returned}
+
+
+UNIQUE_VIOLATION = '23505'  # PostgreSQL's SQLSTATE
 
 
 # Values the database takes as they are, by field type (the sync's values

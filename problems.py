@@ -55,6 +55,8 @@ class SyncProblem(ModelSQL, ModelView):
     def get_study(cls, problems, name):
         Study = Pool().get('gnuhealth.imaging_orthanc.study')
         studies = {(s.server.id, s.orthanc_UID): s.id for s in Study.search([
+                    # By server too: PostgreSQL's index starts with it.
+                    ('server', 'in', list({p.server.id for p in problems})),
                     ('orthanc_UID', 'in',
                         [p.orthanc_id for p in problems if p.orthanc_id]),
                     ])}

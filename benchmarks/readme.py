@@ -38,7 +38,12 @@ SYNC_MEASURES = [
     ('noop_incremental', 'no-op incremental sync'),
     ('full_empty', 'full sync, empty database'),
     ('full_nochange', 'full sync, nothing to change'),
+    ('rest_series_floor', 'REST floor, studies and series only'),
+    ('first_on_demand', 'first sync, instances on demand'),
+    ('open_series', 'opening one series (on demand)'),
     ]
+GROUP_LABELS = {'scale': 'growth to the --scale size',
+    'archive': 'archive growth, 20,000 against 2,000 studies'}
 DATABASES = {'sqlite': 'SQLite', 'postgresql': 'PostgreSQL'}
 
 
@@ -59,7 +64,9 @@ def table(header, rows):
 
 
 def number(value, digits=2):
-    return ('%.*f' % (digits, value)).rstrip('0').rstrip('.') or '0'
+    text = '%.*f' % (digits, value)
+    # Trailing zeros of the decimals only (110 MB stays 110).
+    return text.rstrip('0').rstrip('.') if '.' in text else text
 
 
 def targets_line(name, targets):
@@ -108,6 +115,12 @@ def render_sync():
     for name, file_name, run in runs:
         lines.append(targets_line('%s (`%s`)' % (name, file_name),
                 run['targets']))
+    for file_name, report in results('sync-*.json'):
+        for group, label in GROUP_LABELS.items():
+            if group in report:
+                lines.append(targets_line('%s %s (`%s`)' % (
+                            DATABASES.get(report['db'], report['db']),
+                            label, file_name), group_targets(report[group])))
     return lines
 
 
@@ -150,6 +163,14 @@ def render_route(file_name, report):
             % report['loadavg']]
     return lines + ['', targets_line('`%s`' % file_name,
             report['targets'])]
+
+
+def group_targets(group):
+    "The targets of a growth group (scale, archive) by 'sync/target'."
+    return {'%s/%s' % (name, key): value
+        for name, values in group.items()
+        if name in ('first_incremental', 'full_empty')
+        for key, value in values.items()}
 
 
 def render_upload():

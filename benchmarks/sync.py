@@ -47,6 +47,7 @@ import math
 import multiprocessing
 import os
 import queue
+import subprocess
 import sys
 import tempfile
 import threading

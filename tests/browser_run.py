@@ -222,6 +222,15 @@ def run_node(node, script, env):
         env=env, cwd=ROOT, timeout=900).returncode
 
 
+def cancel_sent(path):
+    "The files upload.mjs saw sent before its cancel (CANCEL_AT if none)."
+    try:
+        with open(path) as stream:
+            return int(stream.read())
+    except (FileNotFoundError, ValueError):
+        return CANCEL_AT
+
+
 def orthanc_instances(orthanc):
     import httpx
     answer = httpx.get(orthanc.url + '/statistics', auth=orthanc.auth,
@@ -311,6 +320,7 @@ def run(workdir, results):
                 url, trytond.pid, time.monotonic() - started), flush=True)
         dicom_files, text_file = write_files(workdir)
         cd_dir, cancel_dir = write_cd_folders(workdir)
+        cancel_sent_file = os.path.join(workdir, 'cancel-sent')
         env = dict(os.environ,
             TRYTON_URL=url, TRYTON_DB=DATABASE, TRYTON_LOGIN='admin',
             TRYTON_PASSWORD=password, DICOM_FILES=':'.join(dicom_files),
@@ -318,11 +328,15 @@ def run(workdir, results):
             ORTHANC_SERVER=SERVER_LABEL, VIEWER_FIELD='explorer_link',
             STUDY_TEXT=STUDY_DESCRIPTION, SAO_DIR=stack.SAO_DIR,
             CD_DIR=cd_dir, CD_IMAGES=str(CD_IMAGES), CANCEL_DIR=cancel_dir,
-            CANCEL_AT=str(CANCEL_AT), PATIENT=PATIENT_LASTNAME)
+            CANCEL_AT=str(CANCEL_AT), PATIENT=PATIENT_LASTNAME,
+            CANCEL_SENT_FILE=cancel_sent_file)
         code = run_node(node, 'upload.mjs', env)
         count = orthanc_instances(orthanc)
-        # The first upload, the CD's images, the files before the cancel.
-        expected = len(dicom_files) + CD_IMAGES + CANCEL_AT
+        # The first upload, the CD's images, the files sent before the
+        # cancel took effect (the one in flight at Stop, maybe the next:
+        # upload.mjs checks which and writes the number).
+        expected = len(dicom_files) + CD_IMAGES + cancel_sent(
+            cancel_sent_file)
         if code:
             failures.append('upload.mjs failed (exit %s)' % code)
         elif count != expected:

@@ -229,7 +229,7 @@ async function chooseMany2One(form, name, text) {
 
 // Stream a folder through the widget; the progress text at the end and
 // the largest percentage the bar showed while it ran.
-// batchFiles: files per request (the widget's default, 16, would send a
+// batchFiles: files per request (the widget's default, 64, would send a
 // small test folder in one request: no progress to see, nothing to cancel
 // between requests).
 async function streamFolder(page, form, folder, onRequest, batchFiles = 2) {
@@ -360,6 +360,10 @@ async function cancelled(page) {
     // Stop ends the upload after the requests in flight (two at once, one
     // file each here): the one sent when Stop was clicked, maybe the next.
     const sent = streamed.requests;
+    // browser_run.py checks that Orthanc holds exactly these files.
+    if (env('CANCEL_SENT_FILE')) {
+        fs.writeFileSync(env('CANCEL_SENT_FILE'), String(sent));
+    }
     check(sent >= CANCEL_AT && sent <= CANCEL_AT + 1,
         `no file was sent after the files in flight at file #${CANCEL_AT}` +
         ` (${sent} sent)`);

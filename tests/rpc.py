@@ -444,6 +444,11 @@ def _cached_database():
     if not os.environ.get('DB_CACHE'):
         return None
     from trytond.tests import test_tryton
+    cached = _existing_cache(test_tryton)
+    if cached:
+        # tests/run_suite.py drops caches made from other sources: this
+        # one is current, and restoring it only to drop it costs a copy.
+        return cached
     # Restores or creates the cache as ModuleTestCase does, from a fresh
     # database: one left by an earlier run may hold other sources.
     test_tryton.drop_db()
@@ -454,6 +459,15 @@ def _cached_database():
     path = test_tryton._db_cache_file(test_tryton.DB_CACHE, MODULE)
     if test_tryton.DB_CACHE.startswith('postgresql://'):
         return path[len(test_tryton.DB_CACHE) + 1:]
+    return path if os.path.exists(path) else None
+
+
+def _existing_cache(test_tryton):
+    "The cached database of MODULE if there is one already, else None."
+    path = test_tryton._db_cache_file(test_tryton.DB_CACHE, MODULE)
+    if test_tryton.DB_CACHE.startswith('postgresql://'):
+        name = path[len(test_tryton.DB_CACHE) + 1:]
+        return name if test_tryton.db_exist(name) else None
     return path if os.path.exists(path) else None
 
 

@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Run the whole suite: Python tests on SQLite then PostgreSQL, then the
-browser test and the GTK client test; print one closing line
+"""Run the whole suite: Python tests on SQLite and on PostgreSQL, the
+browser tests and the GTK client test; print one closing line
 `N passed, N failed`.
+
+Two lanes run side by side (the 2-core machine has a core for each):
+SQLite, then the browser tests, then the GTK test; and PostgreSQL.  Each
+line a phase prints is prefixed with its name, e.g. `[postgresql] `.
+--serial runs the phases one after the other, unprefixed.
 
 Activated test databases are cached (trytond's DB_CACHE) in build/ for
 SQLite and as template databases on PostgreSQL, so GNU Health is activated
-once per database backend rather than once per test class.
+once per database backend rather than once per test class; the browser and
+GTK tests start from a copy of the SQLite one.
 """
 import argparse
 import contextlib
@@ -18,6 +24,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, 'build')
@@ -40,6 +48,15 @@ def backends():
             'TRYTOND_DATABASE_URI': PG_URI,
             'DB_NAME': 'test_health_orthanc',
             'DB_CACHE': PG_URI,
+            # Every libpq client of the phase (the tests, their trytond
+            # and trytond-admin processes, Orthanc's index plugin) commits
+            # without waiting for the WAL flush: the same SQL, the same
+            # visibility to other sessions, but no fsync per commit (4-10
+            # ms each here). Only an OS crash could lose the last commits
+            # of a throw-away test database.
+            'PGOPTIONS': ' '.join(filter(None, [
+                        os.environ.get('PGOPTIONS'),
+                        '-c synchronous_commit=off'])),
             },
         }
 
@@ -76,11 +93,21 @@ def invalidate_sqlite_cache():
             ignore_errors=True))
 
 
+# Seconds a phase waited for the machine-wide lock (not its duration).
+LOCK_WAIT = {}
+
+
 @contextlib.contextmanager
-def postgresql_turn():
+def postgresql_turn(output=None):
     "Hold the machine-wide PostgreSQL lock, with templates of our sources."
     with open(PG_LOCK, 'a') as lock:
+        started = time.monotonic()
         fcntl.flock(lock, fcntl.LOCK_EX)
+        LOCK_WAIT['postgresql'] = time.monotonic() - started
+        if output and LOCK_WAIT['postgresql'] > 1:
+            output.line('postgresql', 'waited %.0f s for the PostgreSQL '
+                'lock (another run on this machine)'
+                % LOCK_WAIT['postgresql'])
         try:
             refresh_marker(PG_TEMPLATE_SOURCE, drop_postgresql_caches)
             yield
@@ -107,22 +134,50 @@ def drop_postgresql_caches():
     connection.close()
 
 
-def run_pytest(name, env_extra, pytest_args):
+class Output:
+    """Print the phases' lines whole, each prefixed with its phase's name
+    when phases run side by side."""
+
+    def __init__(self, prefixed):
+        self.prefixed = prefixed
+        self.lock = threading.Lock()
+
+    def line(self, phase, text):
+        if not text.endswith('\n'):
+            text += '\n'
+        if self.prefixed:
+            text = '[%s] %s' % (phase, text)
+        with self.lock:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+
+def stream(output, phase, cmd, env=None):
+    """Run cmd, passing each line of its output to output under phase;
+    (its lines, its exit code)."""
+    process = subprocess.Popen(cmd, env=env, cwd=BUILD, text=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, errors='replace')
+    lines = []
+    for line in process.stdout:
+        output.line(phase, line)
+        lines.append(line)
+    return lines, process.wait()
+
+
+def run_pytest(output, name, env_extra, pytest_args):
     env = {**os.environ, **env_extra}
     env.setdefault('HEALTH_ORTHANC_OLD_VENVS', BUILD)
     cmd = [sys.executable, '-m', 'pytest', '-p', 'no:cacheprovider',
         '-W', 'ignore::UserWarning', '-p', 'no:logging',
         '--pyargs', 'trytond.modules.health_orthanc.tests', *pytest_args]
-    print('==== %s: %s' % (name, ' '.join(cmd)), flush=True)
-    process = subprocess.Popen(cmd, env=env, cwd=BUILD, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output.line(name, '==== %s: %s' % (name, ' '.join(cmd)))
+    lines, returncode = stream(output, name, cmd, env)
     summary = ''
-    for line in process.stdout:
-        print(line, end='', flush=True)
-        if re.match(r'^=+ .*\d+ (passed|failed|error)', line):
+    for line in lines:  # pytest's closing line, with or without -q
+        if re.search(r'\d+ (passed|failed|errors?)\b.* in [\d.]+s', line):
             summary = line
-    process.wait()
-    return count(summary, process.returncode)
+    return count(summary, returncode)
 
 
 def count(summary, returncode):
@@ -140,78 +195,136 @@ def count(summary, returncode):
 
 # Each browser test counts as one test.
 BROWSER_TESTS = ['browser_run.py', 'browser_viewer_run.py']
+# trytond's DB_CACHE file of the module activated on SQLite (tests/stack.py
+# copies it for the browser and GTK tests).
+CACHED_SQLITE_VARIABLE = 'HEALTH_ORTHANC_CACHED_SQLITE'
 
 
-def run_browser_script(script):
+def cached_sqlite():
+    "The SQLite phase's cached database of health_orthanc, if made."
+    name = hashlib.shake_128(b'health_orthanc').hexdigest(40 // 2)
+    path = os.path.join(backends()['sqlite']['DB_CACHE'],
+        '%s-sqlite.dump' % name)
+    return path if os.path.exists(path) else None
+
+
+def script_env():
+    "The browser and GTK scripts' environment: the cached database."
+    env = dict(os.environ)
+    cached = cached_sqlite()
+    if cached:
+        env[CACHED_SQLITE_VARIABLE] = cached
+    return env
+
+
+def run_browser_script(output, script):
     """(passed, failed) of one browser script: from its own line
     `browser: N passed, N failed` when it prints one, else one test
     judged by its exit code."""
-    process = subprocess.Popen([sys.executable, script], cwd=BUILD,
-        text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines, returncode = stream(output, 'browser',
+        [sys.executable, script], script_env())
     summary = None
-    for line in process.stdout:
-        print(line, end='', flush=True)
+    for line in lines:
         found = re.match(r'^browser: (\d+) passed, (\d+) failed$', line)
         if found:
             summary = int(found.group(1)), int(found.group(2))
-    process.wait()
     if summary is None:
-        return (1, 0) if process.returncode == 0 else (0, 1)
+        return (1, 0) if returncode == 0 else (0, 1)
     passed, failed = summary
-    if process.returncode and not failed:
+    if returncode and not failed:
         failed = 1
     return passed, failed
 
 
-def run_browser():
+def run_browser(output):
     passed = failed = 0
     for name in BROWSER_TESTS:
         script = os.path.join(ROOT, 'tests', name)
         if not os.path.exists(script):
             continue
-        print('==== browser: %s' % script, flush=True)
-        script_passed, script_failed = run_browser_script(script)
+        output.line('browser', '==== browser: %s' % script)
+        script_passed, script_failed = run_browser_script(output, script)
         passed += script_passed
         failed += script_failed
     return passed, failed
 
 
-def run_gtk():
+def run_gtk(output):
     """The GNU Health GTK client opens every screen (tests/gtk_run.py):
     one test; exit 2 means this machine cannot run it (reason printed),
     counted as skipped, not passed."""
     script = os.path.join(ROOT, 'tests', 'gtk_run.py')
-    print('==== gtk: %s' % script, flush=True)
-    code = subprocess.run([sys.executable, script], cwd=BUILD).returncode
+    output.line('gtk', '==== gtk: %s' % script)
+    _, code = stream(output, 'gtk', [sys.executable, script], script_env())
     if code == 2:
-        print('gtk: SKIPPED (reason above)', flush=True)
+        output.line('gtk', 'gtk: SKIPPED (reason above)')
         return 0, 0
     return (1, 0) if code == 0 else (0, 1)
+
+
+# The phases in the order each lane runs them; the lanes run side by side.
+LANES = [['sqlite', 'browser', 'gtk'], ['postgresql']]
+
+
+def run_phase(output, name, pytest_args):
+    if name in ('sqlite', 'postgresql'):
+        turn = (postgresql_turn(output) if name == 'postgresql'
+            else contextlib.nullcontext())
+        with turn:
+            return run_pytest(output, name, backends()[name], pytest_args)
+    if name == 'browser':
+        return run_browser(output)
+    return run_gtk(output)
+
+
+# --serial: the phases in this order.
+SERIAL = ['sqlite', 'postgresql', 'browser', 'gtk']
+
+
+def run_lane(output, phases, pytest_args, results, durations):
+    for name in phases:
+        started = time.monotonic()
+        results[name] = run_phase(output, name, pytest_args)
+        durations[name] = (time.monotonic() - started
+            - LOCK_WAIT.get(name, 0))
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--only',
         choices=['sqlite', 'postgresql', 'browser', 'gtk'])
+    parser.add_argument('--serial', action='store_true',
+        help='one phase after the other, output not prefixed')
     parser.add_argument('pytest_args', nargs='*')
     args = parser.parse_args()
     os.makedirs(BUILD, exist_ok=True)
     invalidate_sqlite_cache()
-    results = {}
-    for name, env in backends().items():
-        if args.only in (None, name):
-            turn = (postgresql_turn() if name == 'postgresql'
-                else contextlib.nullcontext())
-            with turn:
-                results[name] = run_pytest(name, env, args.pytest_args)
-    if args.only in (None, 'browser'):
-        results['browser'] = run_browser()
-    if args.only in (None, 'gtk'):
-        results['gtk'] = run_gtk()
-    for name, (passed, failed) in results.items():
-        print('%s: %d passed, %d failed' % (name, passed, failed))
+    if args.serial:
+        lanes = [SERIAL]
+    else:
+        lanes = LANES
+    lanes = [[p for p in lane if args.only in (None, p)] for lane in lanes]
+    lanes = [lane for lane in lanes if lane]
+    output = Output(prefixed=len(lanes) > 1)
+    results, durations = {}, {}
+    started = time.monotonic()
+    threads = [threading.Thread(target=run_lane,
+            args=(output, lane, args.pytest_args, results, durations))
+        for lane in lanes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name in [p for p in SERIAL if any(p in lane for lane in lanes)]:
+        if name not in results:  # its lane crashed (traceback above)
+            results[name] = (0, 1)
+            durations[name] = 0
+        passed, failed = results[name]
+        print('%s: %d passed, %d failed (%.0f s)'
+            % (name, passed, failed, durations[name]))
     passed = sum(p for p, _ in results.values())
     failed = sum(f for _, f in results.values())
+    print('whole suite: %.0f s' % (time.monotonic() - started))
     print('%d passed, %d failed' % (passed, failed))
     return 1 if failed or not passed else 0
 

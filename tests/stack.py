@@ -115,12 +115,35 @@ def database_activated(data_dir, name):
     return bool(row) and row[0] == 'activated'
 
 
+# tests/run_suite.py sets it to the SQLite database with health_orthanc
+# activated that its pytest phase cached (trytond's DB_CACHE, made from the
+# current sources): the browser and GTK tests copy it rather than activate
+# GNU Health again (minutes each), as tests/rpc.py's servers do.
+CACHED_SQLITE = 'HEALTH_ORTHANC_CACHED_SQLITE'
+
+
+def copy_cached_database(cached, data_dir, name, password, email):
+    "The SQLite file name in data_dir: a copy of cached, admin's password."
+    from trytond.res.user import CRYPT_CONTEXT
+    path = sqlite_file(data_dir, name)
+    with contextlib.closing(sqlite3.connect(cached)) as source, \
+            contextlib.closing(sqlite3.connect(path)) as target:
+        source.backup(target)
+        target.execute('UPDATE res_user SET password_hash = ?, email = ? '
+            "WHERE login = 'admin'", (CRYPT_CONTEXT.hash(password), email))
+        target.commit()
+    return path
+
+
 def create_database(conf, data_dir, name, password, *,
         email='admin@example.org', log=None, timeout=1800, uri='sqlite://'):
     """A new database (SQLite file in data_dir, or on the PostgreSQL server
     of uri) with health_orthanc and its dependencies activated; the admin
     user gets password (via TRYTONPASSFILE).  Returns the SQLite path or
     the PostgreSQL name."""
+    cached = os.environ.get(CACHED_SQLITE)
+    if cached and os.path.exists(cached) and not is_postgresql(uri):
+        return copy_cached_database(cached, data_dir, name, password, email)
     if is_postgresql(uri):
         create_postgresql_database(uri, name)
         path = name

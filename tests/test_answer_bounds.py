@@ -19,6 +19,9 @@ from . import bombs
 from . import dicom_factory as factory
 from .orthanc_server import orthanc_available, shared_server, upload_files
 
+# No database: tests/conftest.py runs it in the SQLite phase only.
+SAME_ON_EVERY_BACKEND = True
+
 needs_orthanc = unittest.skipUnless(orthanc_available(),
     'the Orthanc executable is not installed')
 STUDY_ID = '0' * 8 + '-00000000' * 4

@@ -5,6 +5,9 @@ from unittest import mock
 
 from trytond.modules.health_orthanc import clinical, orthanc
 
+# No database: tests/conftest.py runs it in the SQLite phase only.
+SAME_ON_EVERY_BACKEND = True
+
 PNG = b'\x89PNG\r\n\x1a\n...'
 
 

@@ -17,6 +17,9 @@ from ..dicom_identity import (
     rewrite_stream)
 from . import dicom_factory as dicom
 
+# No database: tests/conftest.py runs it in the SQLite phase only.
+SAME_ON_EVERY_BACKEND = True
+
 ADA = Identity.of('PUID-7', 'Núñez', 'Ada María', datetime.date(1961, 4, 3),
     'f')
 

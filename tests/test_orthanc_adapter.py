@@ -28,6 +28,9 @@ from . import dicom_factory as factory
 from .orthanc_server import (
     OrthancServer, free_port, orthanc_available, shared_server, upload_files)
 
+# No database: tests/conftest.py runs it in the SQLite phase only.
+SAME_ON_EVERY_BACKEND = True
+
 needs_orthanc = unittest.skipUnless(orthanc_available(),
     'the Orthanc executable is not installed')
 

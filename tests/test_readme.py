@@ -9,6 +9,9 @@ import re
 import subprocess
 import unittest
 
+# No database: tests/conftest.py runs it in the SQLite phase only.
+SAME_ON_EVERY_BACKEND = True
+
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 README = os.path.join(ROOT, 'README.md')
 

@@ -127,6 +127,7 @@ class CaptureServer:
 
 
 class RoleCheckedWizardsTestCase(unittest.TestCase):
+    same_on_every_backend = True  # the pool only (tests/conftest.py)
 
     def test_every_wizard_of_the_module_is_role_checked(self):
         from trytond.pool import Pool

@@ -147,11 +147,12 @@ class UpgradeMixin:
         return process.stdout
 
     def install_old(self):
-        "A database with the earlier release activated."
+        """A database with the earlier release activated: one trytond-admin
+        run initialises the empty database, then activates the module (a
+        second run would load the pool and update ir and res again)."""
         old_bin = os.path.dirname(self.old_python)
-        self.admin(old_bin, '--all', '--email', 'admin@example.org')
         self.admin(old_bin, '-u', 'health_orthanc',
-            '--activate-dependencies')
+            '--activate-dependencies', '--email', 'admin@example.org')
 
     def upgrade(self):
         "Upgrade; trytond logs a record it could not delete as an error."

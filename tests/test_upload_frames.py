@@ -10,6 +10,9 @@ from trytond.modules.health_orthanc import upload_frames as frames
 from . import bombs
 from . import dicom_factory as dicom
 
+# No database: tests/conftest.py runs it in the SQLite phase only.
+SAME_ON_EVERY_BACKEND = True
+
 
 def frame(*files):
     return dicom.frame_mult(files)

@@ -16,6 +16,9 @@ from .orthanc_server import (
     PLUGIN_FILES, PLUGINS_DIR, OrthancServer, orthanc_available,
     upload_files)
 
+# No database: tests/conftest.py runs it in the SQLite phase only.
+SAME_ON_EVERY_BACKEND = True
+
 SECRET = viewer_token.new_secret()
 PYTHON_PLUGIN = os.path.join(PLUGINS_DIR, PLUGIN_FILES['python'])
 

@@ -11,6 +11,9 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from trytond.modules.health_orthanc import worklist_dicom
 
+# No database: tests/conftest.py runs it in the SQLite phase only.
+SAME_ON_EVERY_BACKEND = True
+
 
 def attributes(**values):
     arguments = dict(study_uid='1.2.826.0.1.3680043.8.498.1',

@@ -201,6 +201,13 @@ class ServerSync:
                     table.write_uid, table.write_date],
                 [seq, mark, transaction.user, CurrentTimestamp()],
                 where=table.id == server.id))
+        # As ModelSQL.write does after its check: the client's timestamp of
+        # the server (sent with the sync button) is used up, so the outcome's
+        # write later in this transaction does not take the cursor's move for
+        # someone else's edit (ConcurrencyException).
+        if transaction.timestamp:
+            transaction.timestamp.pop(
+                '%s,%s' % (self.Server.__name__, server.id), None)
         # As ModelStorage.write does: the record is read again when used.
         transaction.counter += 1
         server._local_cache.pop(server.id, None)

@@ -2,6 +2,8 @@
 """Instances mirrored on demand (issue 15), over JSON-RPC as clients call:
 only imaging administrators choose the mode; a clinician opening a series
 stores its instances, with exact counts before and after."""
+import time
+
 from . import dicom_factory as factory
 from . import rpc
 from .orthanc_server import OrthancServer, upload_files
@@ -28,6 +30,30 @@ class OnDemandRPCTestCase(rpc.RPCTestCase):
                 'instance_mirroring': 'on_demand'})
         admin.button(SERVER, 'check_connection', [cls.server_id])
         admin.button(SERVER, 'sync_changes', [cls.server_id])
+
+    def test_sync_button_with_the_forms_timestamp(self):
+        """The first sync of a server, clicked as SAO and the GTK client
+        click it: with the timestamp of the server form they read.  The
+        sync's own cursor move is not taken for someone else's edit (no
+        ConcurrencyException)."""
+        orthanc = OrthancServer(name='health_orthanc timestamp').start()
+        self.addCleanup(orthanc.stop)
+        upload_files(orthanc, factory.study(n_series=1, n_instances=1,
+                patient_id='TIMESTAMP'))
+        admin = self.sessions['imaging_admin']
+        server_id, = admin.create(SERVER, {'label': 'Timestamp PACS',
+                'domain': orthanc.url, 'user': orthanc.user,
+                'password': orthanc.password})
+        self.addCleanup(admin.model, SERVER, 'delete', [server_id])
+        admin.button(SERVER, 'check_connection', [server_id])
+        record, = admin.read(SERVER, [server_id], ['_timestamp'])
+        # SQLite's timestamps count whole seconds: the cursor's move must
+        # fall in another second than the form's read to be seen.
+        time.sleep(1.1)
+        admin.button(SERVER, 'sync_changes', [server_id], context={
+                '_timestamp': {'%s,%s' % (SERVER, server_id):
+                    record['_timestamp']}})
+        self.assertTrue(admin.search(STUDY, [('server', '=', server_id)]))
 
     def test_only_imaging_administrators_choose_the_mode(self):
         for role in ('doctor', 'radiographer', 'nobody'):

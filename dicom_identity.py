@@ -27,6 +27,7 @@ as is (reconciling twice adds nothing).
 """
 import copy
 import datetime
+import functools
 import io
 import struct
 import unicodedata
@@ -171,8 +172,9 @@ def _now():
         '%Y%m%d%H%M%S+0000')
 
 
-def _apply(ds, identity):
-    "Give ds the identity, keeping what it replaces in ds."
+def _apply(ds, identity, now=None):
+    """Give ds the identity, keeping what it replaces in ds (now: the
+    modification's DICOM date time, the current one if None)."""
     identity = _fit_charset(ds, identity)
     original = Dataset()
     for keyword in [k for k, _ in ATTRIBUTES] + list(DROPPED):
@@ -200,7 +202,7 @@ def _apply(ds, identity):
         setattr(ds, keyword, getattr(identity, field))
     item = Dataset()
     item.ModifiedAttributesSequence = Sequence([original])
-    item.AttributeModificationDateTime = _now()
+    item.AttributeModificationDateTime = now or _now()
     item.ModifyingSystem = MODIFYING_SYSTEM
     item.ReasonForTheAttributeModification = REASON
     if issuer:
@@ -409,6 +411,20 @@ def _encode_elements(ds, implicit):
     return encoded
 
 
+@functools.lru_cache(maxsize=32)
+def _patient_elements(read, implicit, identity, now):
+    """(whether they already carry identity, else {tag: bytes} of them
+    given identity) of the patient's elements read, raw as in the file.
+    Cached: the files of a study carry the same bytes there, so an upload
+    decodes and encodes them again once a second (now, which the
+    modification record holds), not once a file."""
+    ds = read_dataset(io.BytesIO(read), implicit, True)
+    if _carries(ds, identity):
+        return True, None
+    _apply(ds, identity, now)
+    return False, _encode_elements(ds, implicit)
+
+
 def _splice(recorder, length, identity):
     """Rewritten with only the elements of _REWRITTEN encoded again
     (_NotSpliceable if the walk cannot take the file)."""
@@ -425,11 +441,10 @@ def _splice(recorder, length, identity):
     read = b''.join(buffer[s:e] for tag, s, e in elements
         if tag in _REWRITTEN)
     try:
-        ds = read_dataset(io.BytesIO(read), implicit, True)
-        if _carries(ds, identity):
+        carried, encoded = _patient_elements(read, implicit, identity,
+            _now())
+        if carried:
             return Rewritten(bytes(buffer[:resume]), resume, False)
-        _apply(ds, identity)
-        encoded = _encode_elements(ds, implicit)
     except (ValueError, TypeError, KeyError, AttributeError, EOFError,
             NotImplementedError) as exc:
         raise _NotSpliceable(str(exc)) from None

@@ -60,6 +60,24 @@ def bulk_create(Model, vlist, records=True):
     return Model.browse(created) if records else created
 
 
+def insert_rows_checked(Model, vlist):
+    """Create the rows of vlist with the checks of bulk_create, without
+    reading them back (a log the system writes, read later by others);
+    the ORM's create where this path does not apply."""
+    if not vlist:
+        return
+    if from_client() or not bulk_allowed(Model):
+        Model.create(vlist)
+        return
+    defaults = complete_defaults(Model, sorted(set().union(*vlist)))
+    rows = [dict(defaults, **v) for v in vlist]
+    columns = column_fields(Model)
+    names = sorted(n for n in rows[0] if n in columns)
+    check_values(Model, names, rows)
+    insert_rows(Model, names, rows)
+    Transaction().counter += 1
+
+
 def bulk_allowed(Model):
     "What the ORM would do on create that this path does not: fall back."
     Trigger = Pool().get('ir.trigger')

@@ -463,9 +463,13 @@ class ViewReader:
         self._position = 0
 
     def read(self, size):
+        return bytes(self.read_view(size))
+
+    def read_view(self, size):
+        "The next size bytes (or fewer at the end) as a view, not a copy."
         piece = self._view[self._position:self._position + size]
         self._position += len(piece)
-        return bytes(piece)
+        return piece
 
 
 def rewrite_bytes(data, identity):

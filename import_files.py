@@ -13,6 +13,7 @@ JSON-RPC upload (upload.py).
   every entry can be reconciled.  An entry is read as it is sent (its
   size is bounded by the upload limits, checked before).
 """
+import threading
 import zipfile
 
 from trytond.i18n import gettext
@@ -24,7 +25,11 @@ PIECE = 1 << 20
 
 class _Body:
     """bytes then the rest of a one-pass stream, sent as read: an
-    iterable of 1 MB pieces with a len() (the adapter's Content-Length)."""
+    iterable of pieces of up to 1 MB with a len() (the Content-Length).
+
+    The pieces are views of one buffer per thread, read into again for the
+    next piece: the adapter sends each before it asks for the next one
+    (no allocation and no copy per piece)."""
 
     def __init__(self, prefix, reader, remaining):
         self._prefix = prefix
@@ -41,14 +46,42 @@ class _Body:
             raise orthanc.Unreachable('connection to Orthanc lost while '
                 'sending')
         self._used = True
-        yield bytes(self._prefix)
+        yield self._prefix
+        # A file already in memory (read ahead) is sent from where it is.
+        read_view = getattr(self._reader, 'read_view', None)
+        buffer = _piece_buffer() if read_view is None else None
         remaining = self._remaining
         while remaining > 0:
-            piece = self._reader.read(min(PIECE, remaining))
+            if read_view is not None:
+                piece = read_view(remaining)
+            else:
+                piece = buffer[:read_into(self._reader,
+                        buffer[:min(PIECE, remaining)])]
             if not piece:
                 raise orthanc.Unreachable('the file ended early')
             remaining -= len(piece)
             yield piece
+
+
+_local = threading.local()
+
+
+def _piece_buffer():
+    "This thread's buffer of PIECE bytes (a memoryview)."
+    buffer = getattr(_local, 'buffer', None)
+    if buffer is None:
+        buffer = _local.buffer = memoryview(bytearray(PIECE))
+    return buffer
+
+
+def read_into(reader, view):
+    "reader.readinto(view), or read() and a copy for readers without it."
+    readinto = getattr(reader, 'readinto', None)
+    if readinto is not None:
+        return readinto(view)
+    piece = reader.read(len(view))
+    view[:len(piece)] = piece
+    return len(piece)
 
 
 class _Chained:
@@ -63,6 +96,14 @@ class _Chained:
             piece, self._head = self._head[:size], self._head[size:]
             return bytes(piece)
         return self._reader.read(size)
+
+    def readinto(self, view):
+        if self._head:
+            count = min(len(view), len(self._head))
+            view[:count] = self._head[:count]
+            self._head = self._head[count:]
+            return count
+        return read_into(self._reader, view)
 
 
 def not_reconciled(name, exc):

@@ -10,8 +10,10 @@ import base64
 import contextvars
 import dataclasses
 import io
+import json
 import os
 import re
+import socket
 import ssl
 import threading
 import time
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 import httpcore
 import httpx
 import pyorthanc
+
+from . import orthanc_sockets
 
 __all__ = [
     'OrthancError', 'ServerDown', 'Unreachable', 'Timeout', 'TLSFailure',
@@ -293,17 +297,22 @@ def _check_id(orthanc_id):
 
 def _orthanc_message(response):
     "Orthanc's own explanation from its JSON error body, if any."
+    return _message_in(response.content, response.reason_phrase)
+
+
+def _message_in(content, fallback):
+    "Orthanc's explanation in an error body (bytes), else fallback."
     try:
-        body = response.json()
+        body = json.loads(content)
     except ValueError:
         body = None
     if isinstance(body, dict):
         message = body.get('Message') or body.get('HttpError') or ''
         details = body.get('Details') or ''
-        text = ': '.join(t for t in (message, details) if t)
+        text = ': '.join(str(t) for t in (message, details) if t)
         if text:
             return text
-    return response.reason_phrase or 'HTTP error'
+    return fallback or 'HTTP error'
 
 
 def megabytes(size):
@@ -461,12 +470,18 @@ class OrthancClient:
         self._count_lock = threading.Lock()
         # Environment proxies are not used: httpx would mount its own
         # transports for them, without the bounds.
+        # Only an https URL needs certificates (loading the system's takes
+        # about 50 ms): redirects are not followed.
+        tls = (_ssl_context(verify)
+            if self.url.lower().startswith('https:') else False)
         self._api = pyorthanc.Orthanc(self.url, user, password,
             return_raw_response=True, timeout=httpx.Timeout(timeout),
-            transport=transport or _BoundedTransport(_ssl_context(verify)),
+            transport=transport or _BoundedTransport(tls),
             trust_env=False, event_hooks={'request': [self._counted]})
+        self._uploads = orthanc_sockets.Uploads(self.url, user, password,
+            tls or None)
 
-    def _counted(self, request):
+    def _counted(self, request=None):
         with self._count_lock:
             self._count += 1
 
@@ -477,6 +492,7 @@ class OrthancClient:
 
     def close(self):
         self._api.close()
+        self._uploads.close()
 
     @property
     def closed(self):
@@ -774,10 +790,10 @@ class OrthancClient:
     def upload(self, name, data, zip_files=None):
         """Store one DICOM file or one ZIP archive of DICOM files.
 
-        data: bytes, a memoryview or bytearray (sent in chunks, not
-        copied), or a re-iterable of bytes chunks with a len() (sent as
-        it is produced).  zip_files: the number of files of a ZIP archive
-        when the caller has counted them.
+        data: bytes, a memoryview or bytearray (sent without a copy), or
+        an iterable of bytes-like pieces with a len() (sent as they are
+        produced; a second pass may raise Unreachable).  zip_files: the
+        number of files of a ZIP archive when the caller has counted them.
 
         Orthanc's 400 means "this file is not DICOM": reported per file,
         not raised. Inside a ZIP, Orthanc silently skips what is not DICOM
@@ -785,24 +801,17 @@ class OrthancClient:
         reported under the archive's name and skipped entries are counted
         in one extra 'Rejected' entry.
         """
-        if isinstance(data, bytes):
-            response = self._send(self._api.post_instances, content=data)
-        else:
-            body = _Chunks(data) if isinstance(data, (memoryview,
-                    bytearray)) else data
-            response = self._send(self._api.post, self.url + '/instances',
-                content=body, headers={'Content-Length': str(len(body))})
-        if response.status_code == 400:
+        status, content = self._post_instances(data)
+        if status == 400:
             return [UploadedFile(name, 'Rejected',
-                    reason=_orthanc_message(response))]
-        self._check(response)
+                    reason=_message_in(content, 'Bad Request'))]
         try:
-            body = response.json()
+            body = json.loads(content)
         except ValueError:
             body = None
         if not isinstance(body, (dict, list)):
             raise NotOrthanc('%s did not answer the expected JSON'
-                % self.url, response.status_code)
+                % self.url, status)
         if isinstance(body, dict):
             return [_uploaded(name, body)]
         result = [_uploaded(name, item) for item in body
@@ -816,6 +825,41 @@ class OrthancClient:
                         % max(skipped, 0)) if skipped > 0
                     else 'the archive holds no DICOM file'))
         return result
+
+    def _post_instances(self, data):
+        """POST data to /instances on the adapter's plain sockets
+        (orthanc_sockets), within the deadline and the answer limit of an
+        upload: (status, content) of a 2xx or 400 answer; the exception
+        of any other, as for every request."""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            data = memoryview(data).cast('B')
+        if not self._uploads.valid:
+            raise Unreachable('invalid server URL: %s' % self.url)
+        self._counted()
+        limit = self.limits.metadata
+        try:
+            status, headers, content = self._uploads.post(data, len(data),
+                time.monotonic() + self.timeout, limit)
+        except orthanc_sockets.AnswerTooLarge:
+            raise _too_large(self.url, _Bounds('metadata', limit, 0)
+                ) from None
+        except TimeoutError:
+            raise DeadlineExceeded('no complete answer from %s within %g s'
+                % (self.url, self.timeout), self.timeout) from None
+        except ssl.SSLError as exc:
+            raise TLSFailure('TLS failure with %s: %s'
+                % (self.url, _describe(exc))) from None
+        except (ConnectionRefusedError, socket.gaierror) as exc:
+            raise Unreachable('cannot connect to %s: %s'
+                % (self.url, _describe(exc))) from None
+        except (OSError, orthanc_sockets.ProtocolError) as exc:
+            raise Unreachable('connection to %s lost: %s'
+                % (self.url, _describe(exc))) from None
+        if status != 400 and not 200 <= status < 300:
+            self._check(httpx.Response(status, headers=headers,
+                    content=content, request=httpx.Request('POST',
+                        self.url + '/instances')))
+        return status, content
 
     def delete_study(self, orthanc_id):
         return self._delete(self._api.delete_studies_id, orthanc_id)
@@ -907,21 +951,6 @@ def _uploaded(name, item):
     else:
         reason = str(status or 'refused by Orthanc')
     return UploadedFile(name, 'Rejected', reason=reason)
-
-
-class _Chunks:
-    "A buffer sent in 1 MB pieces: httpx sends bytes, not memoryviews."
-    size = 1 << 20
-
-    def __init__(self, buffer):
-        self._view = memoryview(buffer).cast('B')
-
-    def __len__(self):
-        return len(self._view)
-
-    def __iter__(self):  # a new pass on each retry
-        for start in range(0, len(self._view), self.size):
-            yield bytes(self._view[start:start + self.size])
 
 
 def _zip_file_count(data):

@@ -90,6 +90,15 @@ def reset_peak_rss(pid='self'):
         return False
 
 
+def cpu_seconds(pid='self'):
+    "(user, system) CPU time the process has used so far, in seconds."
+    with open('/proc/%s/stat' % pid) as stream:
+        # Fields after the command name (which may hold spaces).
+        fields = stream.read().rsplit(')', 1)[1].split()
+    tick = os.sysconf('SC_CLK_TCK')
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def rss_mb(field, pid='self'):
     "VmHWM or VmRSS of the process, in MiB."
     with open('/proc/%s/status' % pid) as stream:

@@ -128,6 +128,7 @@ ROUTE_SCENARIOS = [
     ('floor', 'floor: straight to Orthanc'),
     ('floor_parallel', 'floor: straight to Orthanc, as many at once as '
         'the route'),
+    ('floor_sockets', 'floor: the same on plain sockets (no httpx)'),
     ('route', 'route, as SAO sends it'),
     ('route_reconcile', 'route with reconciliation'),
     ('rpc', 'JSON-RPC (rpc)'),
@@ -136,8 +137,8 @@ ROUTE_SCENARIOS = [
 
 def render_route(file_name, report):
     "The streaming route's run (benchmarks/upload.py --issue14)."
-    floor = min(report[key]['seconds']
-        for key in ('floor', 'floor_parallel') if key in report)
+    floor = min(report[key]['seconds'] for key, _ in ROUTE_SCENARIOS
+        if key.startswith('floor') and key in report)
     header = ['%s MB, %d files (`%s`)' % (number(report['payload_mb'], 1),
             report['files'], file_name), 'time', '/ faster floor',
         'trytond peak RSS growth']
@@ -153,6 +154,9 @@ def render_route(file_name, report):
             label += ' (posts %s s + wizard %s s)' % (
                 number(values['post_seconds'], 1),
                 number(values['wizard_seconds'], 1))
+        if len(values.get('runs_seconds') or ()) > 1:
+            label += '; median of %s s' % ', '.join(
+                number(t, 1) for t in values['runs_seconds'])
         rows.append([label, '%s s' % number(values['seconds'], 1),
                 number(values['seconds'] / floor) if key != 'rpc' else '-',
                 '-' if key.startswith('floor') else '%s MB' % number(
@@ -161,6 +165,11 @@ def render_route(file_name, report):
     if report.get('loadavg'):
         lines += ['', 'Load average during the run: %s.'
             % report['loadavg']]
+    if report.get('figures'):
+        lines += ['', 'Posting alone (without the wizard) ÷ the fastest '
+            'floor: %s.' % '; '.join('%s %s' % (key.replace(
+                            '_post_vs_floor', ''), number(value))
+                for key, value in report['figures'].items())]
     return lines + ['', targets_line('`%s`' % file_name,
             report['targets'])]
 

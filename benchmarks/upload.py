@@ -9,8 +9,12 @@ against its own fresh Orthanc:
 - floor: the same files POSTed straight to Orthanc's /instances, one
   keep-alive connection, no GNU Health;
 - floor_parallel (--issue14): the same, IN_FLIGHT connections at once as
-  the route's client sends; the route's targets divide by the faster of
-  the two floors, so sending in parallel is no advantage over the floor;
+  the route's client sends;
+- floor_sockets (--issue14): the same as floor_parallel, sent with the
+  adapter's plain-socket poster (orthanc_sockets) instead of httpx, which
+  leaves Orthanc more of the CPU; the route's targets divide by the
+  fastest of the three floors, so neither sending in parallel nor the
+  adapter's leaner client is an advantage over the floor;
 - wizard: the files framed as the upload widgets send them (b'MULT' + per
   file an 8-byte length and the bytes) and given to
   UploadImageData.upload_and_sync, the function the wizard's transition
@@ -27,9 +31,12 @@ against its own fresh Orthanc:
 - route_reconcile: the same with a GNU Health patient chosen (every
   object given the patient's identity as it streams).
 
-Issue 14 (--issue14: 1 GB in about 2,000 files): route time <= 1.3 x the
-floor, route_reconcile <= 1.5 x, trytond's peak RSS growth <= 64 MB +
-2 x the largest file; the JSON-RPC figures (--rpc, at --rpc-mb) beside.
+Issue 14 (--issue14: 1 GB in about 2,000 files): route time (posting and
+the wizard's run) <= 1.3 x the floor, route_reconcile <= 1.5 x, trytond's
+peak RSS growth <= 64 MB + 2 x the largest file; the JSON-RPC figures
+(--rpc, at --rpc-mb) beside.  With --repeat N the measured scenarios run
+in N rounds and each reports its median run (a shared machine's busy
+spells vary the times by up to 2 x from one run to the next).
 
 Sizes: payload_mb in 10^6 bytes; RSS figures (and payload_mib) in MiB.
 Peak RSS is the kernel's VmHWM, reset just before the measured call; the
@@ -58,7 +65,7 @@ import time
 import warnings
 
 import harness
-from harness import log, reset_peak_rss, rss_mb
+from harness import cpu_seconds, log, reset_peak_rss, rss_mb
 
 MODULE = 'health_orthanc'
 DB_CACHE_ROOT = os.environ.get('BENCH_DB_CACHE', '/tmp/dbcache-bench-upload')
@@ -70,7 +77,7 @@ TARGETS = {'wizard_vs_floor': 2.0, 'upload_memory_vs_payload': 3.0,
 # trytond may grow by this much plus twice the largest file (issue 14).
 ROUTE_FIXED_MB = 64
 ROUTE_SCENARIOS = ('route', 'route_reconcile')
-FLOORS = ('floor', 'floor_parallel')
+FLOORS = ('floor', 'floor_parallel', 'floor_sockets')
 
 
 # --- Parent -----------------------------------------------------------------
@@ -80,8 +87,6 @@ def main():
     if args.worker:
         # The context (with Orthanc's password) comes on stdin, not argv.
         return run_worker(args.worker, json.load(sys.stdin))
-    from trytond.modules.health_orthanc.tests.orthanc_server import (
-        OrthancServer)
     workdir = tempfile.mkdtemp(prefix='bench-upload-')
     try:
         files, payload = generate(workdir, args.mb)
@@ -92,35 +97,43 @@ def main():
             'studies': STUDIES,
             'file_mb': round(payload / len(files) / 1e6, 3),
             'db': 'sqlite',
+            'orthanc_storage': args.orthanc_storage or tempfile.gettempdir(),
+            'repeat': args.repeat,
             }
         report['largest_file_mb'] = round(max(
                 os.path.getsize(f) for f in files) / 2 ** 20, 3)
-        context = {'workdir': workdir, 'files': files}
+        context = {'workdir': workdir, 'files': files,
+            'orthanc_storage': args.orthanc_storage}
         start_load = loadavg()
-        scenarios = ['floor'] + (['floor_parallel', *ROUTE_SCENARIOS]
+        scenarios = args.scenarios or ['floor'] + (['floor_parallel',
+                'floor_sockets', *ROUTE_SCENARIOS]
             if args.issue14 else ['wizard'])
-        for scenario in scenarios + (['rpc'] if args.rpc else []):
-            if scenario == 'rpc' and args.rpc_mb:
+        runs = {name: [] for name in scenarios}
+        # Rounds one after the other (each scenario once per round), so
+        # that a busy spell of a shared machine weighs on all alike.
+        for round_ in range(args.repeat):
+            if args.repeat > 1:
+                log('round %d of %d' % (round_ + 1, args.repeat))
+            for scenario in scenarios:
+                runs[scenario].append(run_scenario(scenario, context))
+        for scenario, results in runs.items():
+            report[scenario] = median_run(results)
+        if args.rpc:
+            if args.rpc_mb:
                 context['files'] = files[:max(STUDIES, round(
                             len(files) * args.rpc_mb / args.mb))]
                 report['rpc_payload_mb'] = round(sum(os.path.getsize(f)
                         for f in context['files']) / 1e6, 1)
-            with OrthancServer(name='bench upload %s' % scenario) as orthanc:
-                context.update(url=orthanc.url, user=orthanc.user,
-                    password=orthanc.password)
-                if scenario == 'rpc':
-                    report[scenario] = run_rpc(context)
-                elif scenario in ROUTE_SCENARIOS:
-                    report[scenario] = run_route(context,
-                        reconcile=scenario == 'route_reconcile')
-                else:
-                    report[scenario] = spawn_worker(scenario, context)
-                report[scenario]['orthanc_instances'] = count_instances(
-                    orthanc)
-                report[scenario]['loadavg'] = loadavg()
+            report['rpc'] = run_scenario('rpc', context)
         report['loadavg'] = '%s at the start, %s at the end' % (
             start_load, loadavg())
+        if args.scenarios:
+            # An experiment on some scenarios: figures, no targets.
+            print(json.dumps(report, indent=2))
+            return 0
         report['targets'] = targets(report)
+        if 'route' in report:
+            report['figures'] = route_figures(report)
         report['all_targets_met'] = all(
             t['ok'] for t in report['targets'].values())
     finally:
@@ -128,6 +141,36 @@ def main():
     print(json.dumps(report, indent=2))
     print_summary(report)
     return 0
+
+
+def run_scenario(scenario, context):
+    "One run of scenario against a fresh Orthanc: its result."
+    from trytond.modules.health_orthanc.tests.orthanc_server import (
+        OrthancServer)
+    with OrthancServer(name='bench upload %s' % scenario,
+            parent=context.get('orthanc_storage')) as orthanc:
+        context.update(url=orthanc.url, user=orthanc.user,
+            password=orthanc.password, orthanc_pid=orthanc.pid)
+        if scenario == 'rpc':
+            result = run_rpc(context)
+        elif scenario in ROUTE_SCENARIOS:
+            result = run_route(context,
+                reconcile=scenario == 'route_reconcile')
+        else:
+            result = spawn_worker(scenario, context)
+        result['orthanc_instances'] = count_instances(orthanc)
+        result['loadavg'] = loadavg()
+    return result
+
+
+def median_run(results):
+    """The run with the median time (the lower middle one of an even
+    count), with every run's time beside it."""
+    ranked = sorted(results, key=lambda r: r['seconds'])
+    result = dict(ranked[(len(ranked) - 1) // 2])
+    if len(results) > 1:
+        result['runs_seconds'] = [r['seconds'] for r in results]
+    return result
 
 
 def parse_args():
@@ -139,6 +182,14 @@ def parse_args():
     parser.add_argument('--rpc-mb', type=float, default=None,
         help='megabytes sent through JSON-RPC (default: --mb; a JSON-RPC '
         'upload takes about 6 x its size of memory)')
+    parser.add_argument('--scenarios', nargs='+',
+        help='only these scenarios (an experiment: figures, no targets)')
+    parser.add_argument('--orthanc-storage', metavar='FOLDER',
+        help="where each Orthanc keeps its files (default: the temporary "
+        "folder; /dev/shm takes the disk out of the figures)")
+    parser.add_argument('--repeat', type=int, default=1,
+        help='rounds of the measured scenarios (JSON-RPC aside); each '
+        'scenario reports its median run')
     parser.add_argument('--issue14', action='store_true',
         help='the streaming route, with and without reconciliation, '
         'instead of the in-process wizard (default size 1000 MB)')
@@ -236,6 +287,14 @@ def targets(report):
     return result
 
 
+def route_figures(report):
+    "Beside the targets: the posting alone (without the wizard) ÷ floor."
+    floor = best_floor(report)
+    return {name + '_post_vs_floor': round(
+            report[name]['post_seconds'] / floor, 3)
+        for name in ROUTE_SCENARIOS}
+
+
 def best_floor(report):
     "Seconds of the faster way to post the files straight to Orthanc."
     return min(report[name]['seconds'] for name in FLOORS if name in report)
@@ -301,8 +360,7 @@ def trytond_server(context, name):
     import httpx
     from trytond.modules.health_orthanc.tests import stack
     log('-- %s (creating a database with trytond-admin)' % name)
-    workdir = os.path.join(context['workdir'], name)
-    os.makedirs(workdir)
+    workdir = tempfile.mkdtemp(prefix=name + '-', dir=context['workdir'])
     port = stack.free_port()
     conf = stack.write_trytond_conf(os.path.join(workdir, 'trytond.conf'),
         data_dir=workdir, listen='127.0.0.1:%d' % port)
@@ -353,9 +411,12 @@ def run_route(context, reconcile=False):
             params['patient'] = patient
         reset = reset_peak_rss(trytond.pid)
         base = rss_mb('VmRSS', trytond.pid)
+        cpu = CpuMeter(orthanc=context['orthanc_pid'], trytond=trytond.pid,
+            client='self')
         start = time.perf_counter()
         post_files(client, context['files'], params)
         posted = time.perf_counter() - start
+        cpu_used = cpu.used()
         session_id, _, _ = rpc('wizard.%s.create' % WIZARD, {})
         values = {'data_to_upload': {'__class__': 'bytes',
                 'base64': base64.b64encode(b'HOSTREAM:' + reference.encode()
@@ -374,6 +435,7 @@ def run_route(context, reconcile=False):
             'studies_in_gnu_health': len(defaults.get('studies') or []),
             'base_rss_mb': round(base, 1),
             'peak_rss_mb': round(rss_mb('VmHWM', trytond.pid), 1),
+            'cpu_seconds': cpu_used,
             }
         result['upload_memory_mb'] = round(result['peak_rss_mb'] - base, 1)
         if not reset:
@@ -385,6 +447,25 @@ def run_route(context, reconcile=False):
             p['MainDicomTags']['PatientID'] for p in orthanc)
     log('   %s' % result)
     return result
+
+
+class CpuMeter:
+    "CPU seconds each named process uses from now to used()."
+
+    def __init__(self, **pids):
+        self._pids = pids
+        self._start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def used(self):
+        """{name: CPU seconds used since the meter was made, name + '_sys':
+        the part spent in the kernel}"""
+        result = {}
+        for name, pid in self._pids.items():
+            (user, system), (user0, system0) = (cpu_seconds(pid),
+                self._start[name])
+            result[name] = round(user + system - user0 - system0, 2)
+            result[name + '_sys'] = round(system - system0, 2)
+        return result
 
 
 PUID = 'BENCH-PUID-1'
@@ -468,7 +549,7 @@ def run_rpc(context):
     """The framed value sent as SAO sends it, to a trytond server process
     (a database created with trytond-admin, ~30 s)."""
     with trytond_server(context, 'rpc') as (rpc, client, server_id, trytond):
-        workdir = os.path.join(context['workdir'], 'rpc')
+        workdir = context['workdir']
         framed = frame_files(context['files'],
             os.path.join(workdir, 'upload.mult'))
         with open(framed, 'rb') as stream:
@@ -538,16 +619,20 @@ def run_worker(scenario, context):
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     result = {'floor': worker_floor,
         'floor_parallel': functools.partial(worker_floor, in_flight=IN_FLIGHT),
+        'floor_sockets': functools.partial(worker_floor, in_flight=IN_FLIGHT,
+            sockets=True),
         'wizard': worker_wizard}[scenario](context)
     print(json.dumps(result))
     return 0
 
 
-def worker_floor(context, in_flight=1):
+def worker_floor(context, in_flight=1, sockets=False):
     """Each file POSTed to /instances, in_flight keep-alive connections
-    at once (each takes the next file)."""
+    at once (each takes the next file): with httpx, or with sockets on the
+    adapter's own plain-socket poster (less CPU per file than httpx)."""
     import concurrent.futures
     import httpx
+    from trytond.modules.health_orthanc import orthanc_sockets
     base = rss_mb('VmRSS')
     files = []
     for name in context['files']:
@@ -557,6 +642,8 @@ def worker_floor(context, in_flight=1):
     lock = threading.Lock()
 
     def sender():
+        if sockets:
+            return socket_sender()
         with httpx.Client(auth=(context['user'], context['password']),
                 timeout=600) as client:
             while True:
@@ -566,7 +653,24 @@ def worker_floor(context, in_flight=1):
                     return
                 client.post(context['url'] + '/instances',
                     content=data).raise_for_status()
+
+    def socket_sender():
+        uploads = orthanc_sockets.Uploads(context['url'], context['user'],
+            context['password'], None)
+        try:
+            while True:
+                with lock:
+                    data = next(pending, None)
+                if data is None:
+                    return
+                status, _, _ = uploads.post(data, len(data),
+                    time.monotonic() + 600, 1 << 20)
+                if status != 200:
+                    raise RuntimeError('Orthanc answered %d' % status)
+        finally:
+            uploads.close()
     reset_peak_rss()
+    cpu = CpuMeter(orthanc=context['orthanc_pid'], client='self')
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(in_flight) as executor:
         for future in [executor.submit(sender) for _ in range(in_flight)]:
@@ -574,7 +678,9 @@ def worker_floor(context, in_flight=1):
     seconds = time.perf_counter() - start
     peak = rss_mb('VmHWM')
     return {'seconds': round(seconds, 3), 'peak_rss_mb': round(peak, 1),
-        'upload_memory_mb': round(peak - base, 1), 'in_flight': in_flight}
+        'upload_memory_mb': round(peak - base, 1), 'in_flight': in_flight,
+        'client': 'sockets' if sockets else 'httpx',
+        'cpu_seconds': cpu.used()}
 
 
 def worker_wizard(context):

@@ -92,7 +92,8 @@ class OrthancServer:
 
     def __init__(self, *, user='orthanc', password=None,
             plugins=('dicomweb', 'webviewer'), readonly_delete=False,
-            workdir=None, keep=False, name='health_orthanc tests', lua=None,
+            workdir=None, parent=None, keep=False,
+            name='health_orthanc tests', lua=None,
             viewer_secret=None, viewer_script=VIEWER_SCRIPT,
             dicom=False, worklists_folder=None, extra_config=None,
             index_database=None):
@@ -116,6 +117,7 @@ class OrthancServer:
         self.name = name
         self.keep = keep
         self._own_workdir = workdir is None
+        self.parent = parent  # of the temporary folder made when no workdir
         self.workdir = workdir
         self.port = None
         self.dicom_port = None
@@ -146,7 +148,8 @@ class OrthancServer:
         if self.process is not None:
             return self
         if self.workdir is None:
-            self.workdir = tempfile.mkdtemp(prefix='orthanc-test-')
+            self.workdir = tempfile.mkdtemp(prefix='orthanc-test-',
+                dir=self.parent)
         os.makedirs(self.storage, exist_ok=True)
         if self.port is None:  # a restart keeps its ports
             self.port = free_port()

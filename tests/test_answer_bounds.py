@@ -41,6 +41,41 @@ class _HostileHandler(http.server.BaseHTTPRequestHandler):
         finally:
             self.close_connection = True
 
+    def do_POST(self):
+        "An upload: the body read whole, then answered as for a GET."
+        self.rfile.read(int(self.headers.get('Content-Length') or 0))
+        self.server.posts += 1
+        self.do_GET()
+
+    def answer_chunked(self):
+        "Orthanc's answer to a stored file, in chunks."
+        body = b'{"ID": "a", "ParentStudy": "b", "Status": "Success"}'
+        self.send_response(200)
+        self.send_header('Transfer-Encoding', 'chunked')
+        self.end_headers()
+        for piece in (body[:10], body[10:]):
+            self.send(b'%x\r\n%s\r\n' % (len(piece), piece))
+        self.send(b'0\r\n\r\n')
+
+    def answer_until_close(self):
+        "The same answer, ended by closing the connection."
+        self.send_response(200)
+        self.send_header('Connection', 'close')
+        self.end_headers()
+        self.send(b'{"ID": "a", "ParentStudy": "b", "Status": "Success"}')
+
+    def answer_redirect(self):
+        self.send_response(302)
+        self.send_header('Location', 'http://127.0.0.1:9/instances')
+        self.send_header('Content-Length', '0')
+        self.end_headers()
+
+    def answer_not_http(self):
+        self.send(b'SSH-2.0-OpenSSH_9.2\r\n')
+
+    def answer_hang_up(self):
+        pass
+
     def send(self, data):
         self.wfile.write(data)
         self.wfile.flush()
@@ -93,6 +128,7 @@ class _HostileServer:
             _HostileHandler)
         self.httpd.mode = mode
         self.httpd.sent = 0
+        self.httpd.posts = 0
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever,
             daemon=True)
@@ -176,6 +212,52 @@ class HostileHostTest(unittest.TestCase):
             client.study(STUDY_ID)
         self.assertLessEqual(client.request_count, 2)
 
+    def test_upload_answers_are_bounded(self):
+        """Uploads go out on the adapter's own sockets (orthanc_sockets):
+        the same deadline and answer limit as every other request."""
+        data = factory.image()
+        server, client = self.hostile('gigabyte')
+        with bombs.PeakGrowth() as growth:
+            with self.assertRaises(orthanc.TooLarge) as caught:
+                client.upload('ct.dcm', data)
+        self.assertEqual(caught.exception.kind, 'metadata')
+        self.assertLess(growth.bytes, client.limits.metadata + MARGIN)
+        self.assertLess(server.sent, GIGABYTE // 2)
+        server, client = self.hostile('gigabyte_announced')
+        with self.assertRaises(orthanc.TooLarge):
+            client.upload('ct.dcm', data)
+        self.assertLess(server.sent, GIGABYTE // 2)
+        for mode in ('trickle_body', 'trickle_head'):
+            with self.subTest(mode=mode):
+                server, client = self.hostile(mode, timeout=2)
+                begin = time.monotonic()
+                with self.assertRaises(orthanc.DeadlineExceeded) as caught:
+                    client.upload('ct.dcm', data)
+                self.assertLess(time.monotonic() - begin, 3)
+                self.assertIn('within 2 s', str(caught.exception))
+
+    def test_upload_answer_forms(self):
+        "Answers in chunks or ended by closing are read; others refused."
+        data = factory.image()
+        for mode in ('chunked', 'until_close'):
+            with self.subTest(mode=mode):
+                server, client = self.hostile(mode, timeout=5)
+                for _ in range(2):
+                    stored, = client.upload('ct.dcm', data)
+                    self.assertEqual((stored.status, stored.orthanc_id,
+                            stored.study_id), ('Success', 'a', 'b'))
+                self.assertEqual(server.httpd.posts, 2)
+        server, client = self.hostile('redirect', timeout=5)
+        with self.assertRaises(orthanc.Rejected) as caught:
+            client.upload('ct.dcm', data)
+        self.assertIn('redirected to', str(caught.exception))
+        self.assertEqual(server.httpd.posts, 1)  # not followed
+        for mode in ('not_http', 'hang_up'):
+            with self.subTest(mode=mode):
+                server, client = self.hostile(mode, timeout=5)
+                with self.assertRaises(orthanc.Unreachable):
+                    client.upload('ct.dcm', data)
+
     def test_limits_must_be_positive(self):
         with self.assertRaises(ValueError):
             orthanc.Limits(image=0)
@@ -238,6 +320,25 @@ class OrthancLimitsTest(unittest.TestCase):
         self.assertTrue(client.server_info().version)
         self.assertTrue(self.client().preview(answer['ID']).startswith(
                 orthanc.PNG_MAGIC))
+
+    def test_uploads_keep_their_connection(self):
+        """Files sent one after the other share one kept-alive socket; one
+        that Orthanc closed while idle (after a second) is replaced before
+        it is used, even for a body that can be read only once."""
+        client = self.client()
+        files = [factory.image(study_uid=factory.uid()) for _ in range(3)]
+        for data in files[:2]:
+            stored, = client.upload('ct.dcm', data)
+            self.addCleanup(client.delete_study, stored.study_id)
+        self.assertEqual(len(client._uploads._idle), 1)
+        time.sleep(2)
+        once = iter([memoryview(files[2])])
+        body = type('OnePass', (), {'__len__': lambda self: len(files[2]),
+                '__iter__': lambda self: once})()
+        stored, = client.upload('ct.dcm', body)
+        self.addCleanup(client.delete_study, stored.study_id)
+        self.assertEqual(stored.status, 'Success')
+        self.assertEqual(client.request_count, 3)
 
     def test_streamed_uploads(self):
         """A view is sent without a copy and a gzip'ed file as it inflates,

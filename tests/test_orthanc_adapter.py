@@ -568,6 +568,23 @@ class UploadTest(_OrthancTest):
                 self.assertIsNone(result.orthanc_id)
                 self.assertIn('Bad file format', result.reason)
 
+    def test_upload_with_wrong_password(self):
+        """Orthanc refuses a large file before reading it all: the adapter
+        reports the refusal (401), not a lost connection, and the
+        password is in no text."""
+        wrong = 'Wr0ng-%s' % os.urandom(6).hex()
+        large = factory.image(overrides={'Rows': 2048, 'Columns': 2048,
+                'PixelData': bytes(2048 * 2048 * 2)})
+        with CapturedLogs() as logs, orthanc.OrthancClient(self.server.url,
+                self.server.user, wrong) as client:
+            for data in (factory.image(), large):
+                with self.assertRaises(orthanc.Unauthorized) as caught:
+                    client.upload('ct.dcm', data)
+                self.assertEqual(caught.exception.status, 401)
+        for secret in secrets_of(self.server.user, wrong):
+            self.assertNotIn(secret, str(caught.exception))
+            self.assertNotIn(secret, logs.text)
+
     def test_upload_unreachable_raises(self):
         with orthanc.OrthancClient('http://127.0.0.1:%d' % free_port()
                 ) as client:

@@ -470,10 +470,12 @@ class OrthancClient:
         self._count_lock = threading.Lock()
         # Environment proxies are not used: httpx would mount its own
         # transports for them, without the bounds.
-        # Only an https URL needs certificates (loading the system's takes
-        # about 50 ms): redirects are not followed.
+        # An http URL needs no certificates (redirects are not followed),
+        # so the system's are not loaded (about 50 ms); a CA bundle named
+        # in the settings is still read, to report a wrong path.
         tls = (_ssl_context(verify)
-            if self.url.lower().startswith('https:') else False)
+            if self.url.lower().startswith('https:')
+            or isinstance(verify, (str, os.PathLike)) else False)
         self._api = pyorthanc.Orthanc(self.url, user, password,
             return_raw_response=True, timeout=httpx.Timeout(timeout),
             transport=transport or _BoundedTransport(tls),

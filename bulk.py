@@ -40,12 +40,7 @@ def bulk_create(Model, vlist, records=True):
     if from_client() or not bulk_allowed(Model):
         created = Model.create(vlist)
         return created if records else [r.id for r in created]
-    columns = column_fields(Model)
-    names = sorted(set().union(*vlist))
-    defaults = complete_defaults(Model, names)
-    rows = [dict(defaults, **v) for v in vlist]
-    names = sorted(n for n in rows[0] if n in columns)
-    check_values(Model, names, rows)
+    names, rows = checked_rows(Model, vlist)
     if backend.name == 'sqlite':
         insert_rows(Model, names, rows)
         ids = ids_by_uid(Model, rows)
@@ -69,13 +64,19 @@ def insert_rows_checked(Model, vlist):
     if from_client() or not bulk_allowed(Model):
         Model.create(vlist)
         return
+    insert_rows(Model, *checked_rows(Model, vlist))
+    Transaction().counter += 1
+
+
+def checked_rows(Model, vlist):
+    """(column names, rows): vlist completed with the defaults of the
+    columns it does not give, checked (required values, sizes)."""
     defaults = complete_defaults(Model, sorted(set().union(*vlist)))
     rows = [dict(defaults, **v) for v in vlist]
     columns = column_fields(Model)
     names = sorted(n for n in rows[0] if n in columns)
     check_values(Model, names, rows)
-    insert_rows(Model, names, rows)
-    Transaction().counter += 1
+    return names, rows
 
 
 def bulk_allowed(Model):

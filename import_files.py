@@ -35,19 +35,15 @@ class _Body:
         self._prefix = prefix
         self._reader = reader
         self._remaining = remaining
-        self._used = False
 
     def __len__(self):
         return len(self._prefix) + self._remaining
 
     def __iter__(self):
-        if self._used:
-            # A retry cannot read the stream again.
-            raise orthanc.Unreachable('connection to Orthanc lost while '
-                'sending')
-        self._used = True
+        # Iterated once: the adapter does not send an iterable again.
         yield self._prefix
-        # A file already in memory (read ahead) is sent from where it is.
+        # A file already in memory (the JSON-RPC upload's view) is sent
+        # from where it is.
         read_view = getattr(self._reader, 'read_view', None)
         buffer = _piece_buffer() if read_view is None else None
         remaining = self._remaining

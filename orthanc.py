@@ -481,7 +481,7 @@ class OrthancClient:
             transport=transport or _BoundedTransport(tls),
             trust_env=False, event_hooks={'request': [self._counted]})
         self._uploads = orthanc_sockets.Uploads(self.url, user, password,
-            tls or None)
+            tls or None, counted=self._counted)
 
     def _counted(self, request=None):
         with self._count_lock:
@@ -794,7 +794,7 @@ class OrthancClient:
 
         data: bytes, a memoryview or bytearray (sent without a copy), or
         an iterable of bytes-like pieces with a len() (sent as they are
-        produced; a second pass may raise Unreachable).  zip_files: the
+        produced, once: not sent again if the connection is lost).  zip_files: the
         number of files of a ZIP archive when the caller has counted them.
 
         Orthanc's 400 means "this file is not DICOM": reported per file,
@@ -837,7 +837,6 @@ class OrthancClient:
             data = memoryview(data).cast('B')
         if not self._uploads.valid:
             raise Unreachable('invalid server URL: %s' % self.url)
-        self._counted()
         limit = self.limits.metadata
         try:
             status, headers, content = self._uploads.post(data, len(data),

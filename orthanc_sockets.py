@@ -72,9 +72,11 @@ class Uploads:
     """POST <url>/instances on keep-alive sockets, shared by the threads
     of one adapter client."""
 
-    def __init__(self, url, user, password, tls_context):
+    def __init__(self, url, user, password, tls_context, counted=None):
         """url: Orthanc's base URL, without credentials; tls_context: the
-        ssl.SSLContext of an https URL (None: certificates not checked)."""
+        ssl.SSLContext of an https URL (None: certificates not checked);
+        counted: called before each request is sent (a retry included)."""
+        self._counted = counted or (lambda: None)
         parts = urllib.parse.urlsplit(url)
         self.valid = (parts.scheme in ('http', 'https')
             and bool(parts.hostname) and _printable(parts.netloc + parts.path))
@@ -100,18 +102,21 @@ class Uploads:
         """Send body (bytes-like, or an iterable of bytes-like pieces that
         may be reused once sent) of length bytes: (status, headers {lower
         case name: value}, content) of the answer.  A socket kept alive
-        that turns out closed is replaced once; the second pass over a
-        one-pass body is the body's own business."""
+        that turns out closed is replaced and the request sent again once,
+        for a bytes-like body only: an iterable may not give its pieces
+        twice."""
+        resendable = isinstance(body, (bytes, bytearray, memoryview))
         for attempt in (1, 2):
             sock, reused = self._socket(deadline)
+            self._counted()
             try:
                 return self._exchange(sock, reused, body, length, deadline,
                     limit)
             except _Stale:
                 sock.close()
-                if attempt == 2:
-                    raise ConnectionResetError('connection lost twice'
-                        ) from None
+                if attempt == 2 or not resendable:
+                    raise ConnectionResetError('connection lost while '
+                        'sending') from None
             except BaseException:
                 sock.close()
                 raise

@@ -45,7 +45,24 @@ class _HostileHandler(http.server.BaseHTTPRequestHandler):
         "An upload: the body read whole, then answered as for a GET."
         self.rfile.read(int(self.headers.get('Content-Length') or 0))
         self.server.posts += 1
-        self.do_GET()
+        if self.server.mode == 'drop_reused':
+            self.answer_drop_reused()
+        else:
+            self.do_GET()
+
+    def answer_drop_reused(self):
+        """The first request of a connection answered and the connection
+        kept; the next one on it dropped unanswered (as a server closing an
+        idle connection just as it is reused)."""
+        if getattr(self, 'answered', False):
+            self.close_connection = True
+            return
+        self.answered = True
+        body = b'{"ID": "a", "ParentStudy": "b", "Status": "Success"}'
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.send(body)
 
     def answer_chunked(self):
         "Orthanc's answer to a stored file, in chunks."
@@ -257,6 +274,23 @@ class HostileHostTest(unittest.TestCase):
                 server, client = self.hostile(mode, timeout=5)
                 with self.assertRaises(orthanc.Unreachable):
                     client.upload('ct.dcm', data)
+
+    def test_upload_retried_once_on_a_dropped_connection(self):
+        """A kept-alive connection dropped without an answer: the file is
+        sent again on a new one (a retry, counted); a body that can be read
+        only once cannot be, and the upload is reported lost."""
+        data = factory.image()
+        server, client = self.hostile('drop_reused', timeout=5)
+        for _ in range(2):
+            stored, = client.upload('ct.dcm', data)
+            self.assertEqual(stored.status, 'Success')
+        self.assertEqual(server.httpd.posts, 3)
+        self.assertEqual(client.request_count, 3)
+        once = iter([memoryview(data)])
+        body = type('OnePass', (), {'__len__': lambda self: len(data),
+                '__iter__': lambda self: once})()
+        with self.assertRaises(orthanc.Unreachable):
+            client.upload('ct.dcm', body)
 
     def test_limits_must_be_positive(self):
         with self.assertRaises(ValueError):

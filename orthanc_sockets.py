@@ -31,6 +31,12 @@ import urllib.parse
 
 MAX_LINE = 65536  # bytes of the status line or of one header line
 MAX_HEADERS = 100
+# Seconds a kept-alive socket may wait for its next request.  Orthanc
+# closes a connection idle for its KeepAliveTimeout (1 s, the least it
+# can be set to; 1.10 has it fixed): a socket reused at that moment
+# would be closed under a request whose body, streamed, cannot be sent
+# again.
+MAX_IDLE = 0.5
 
 
 class ProtocolError(Exception):
@@ -135,7 +141,7 @@ class Uploads:
         # pipeline) would be lost with the reader, as with http.client.
         if keep_alive:
             with self._lock:
-                self._idle.append(sock)
+                self._idle.append((sock, time.monotonic()))
         else:
             sock.close()
         return status, headers, content
@@ -165,10 +171,10 @@ class Uploads:
         "A kept-alive socket still open, else a new one: (socket, reused)."
         while True:
             with self._lock:
-                sock = self._idle.pop() if self._idle else None
+                sock, since = self._idle.pop() if self._idle else (None, 0)
             if sock is None:
                 return self._connect(deadline), False
-            if _idle_and_open(sock):
+            if time.monotonic() - since < MAX_IDLE and _idle_and_open(sock):
                 return sock, True
             sock.close()
 
@@ -192,7 +198,7 @@ class Uploads:
             return
         with self._lock:
             idle, self._idle = self._idle, []
-        for sock in idle:
+        for sock, _ in idle:
             sock.close()
 
 
@@ -310,8 +316,8 @@ def _read_chunked(reader, limit):
 
 
 def _idle_and_open(sock):
-    """Whether a kept-alive socket can take a request: Orthanc closes idle
-    connections after a second, and nothing may be waiting on it."""
+    """Whether a kept-alive socket can take a request: the server has not
+    closed it, and nothing is waiting on it."""
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return not poller.poll(0)

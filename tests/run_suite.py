@@ -152,6 +152,13 @@ class Output:
             sys.stdout.flush()
 
 
+# Lines that say what failed (pytest's short summary, the browser and GTK
+# scripts' FAILED lines), printed again above the closing lines: a CI log
+# shown by its tail still names the cause.
+FAILURE_LINE = re.compile(r'^(FAILED|ERROR) |FAILED[ :]|\bnot ok\b')
+FAILURE_LINES = []
+
+
 def stream(output, phase, cmd, env=None):
     """Run cmd, passing each line of its output to output under phase;
     (its lines, its exit code)."""
@@ -162,6 +169,8 @@ def stream(output, phase, cmd, env=None):
     for line in process.stdout:
         output.line(phase, line)
         lines.append(line)
+        if FAILURE_LINE.search(line):
+            FAILURE_LINES.append('[%s] %s' % (phase, line.rstrip()[:600]))
     return lines, process.wait()
 
 
@@ -324,6 +333,10 @@ def main():
             % (name, passed, failed, durations[name]))
     passed = sum(p for p, _ in results.values())
     failed = sum(f for _, f in results.values())
+    if failed and FAILURE_LINES:
+        print('what failed:')
+        for line in FAILURE_LINES[-40:]:
+            print('  ' + line)
     print('whole suite: %.0f s' % (time.monotonic() - started))
     print('%d passed, %d failed' % (passed, failed))
     return 1 if failed or not passed else 0

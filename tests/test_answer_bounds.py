@@ -10,9 +10,10 @@ import time
 import unittest
 
 try:
-    from .. import orthanc, upload_frames
+    from .. import orthanc, orthanc_sockets, upload_frames
 except ImportError:  # tests/ run as a top-level package from the repo root
     import orthanc
+    import orthanc_sockets
     import upload_frames
 
 from . import bombs
@@ -357,22 +358,31 @@ class OrthancLimitsTest(unittest.TestCase):
 
     def test_uploads_keep_their_connection(self):
         """Files sent one after the other share one kept-alive socket; one
-        that Orthanc closed while idle (after a second) is replaced before
-        it is used, even for a body that can be read only once."""
+        idle for longer than MAX_IDLE (Orthanc closes it at a second) or
+        already closed by Orthanc is replaced before it is used, even for a
+        body that can be read only once."""
         client = self.client()
-        files = [factory.image(study_uid=factory.uid()) for _ in range(3)]
+        files = [factory.image(study_uid=factory.uid()) for _ in range(4)]
         for data in files[:2]:
             stored, = client.upload('ct.dcm', data)
             self.addCleanup(client.delete_study, stored.study_id)
-        self.assertEqual(len(client._uploads._idle), 1)
-        time.sleep(2)
-        once = iter([memoryview(files[2])])
-        body = type('OnePass', (), {'__len__': lambda self: len(files[2]),
+        kept, = client._uploads._idle
+        for data, idle in [(files[2], orthanc_sockets.MAX_IDLE + 0.2),
+                (files[3], 2)]:
+            time.sleep(idle)
+            stored, = client.upload('ct.dcm', self.one_pass(data))
+            self.addCleanup(client.delete_study, stored.study_id)
+            self.assertEqual(stored.status, 'Success')
+            self.assertEqual(kept[0].fileno(), -1)  # closed, not reused
+            kept, = client._uploads._idle
+        self.assertEqual(client.request_count, 4)
+
+    @staticmethod
+    def one_pass(data):
+        "A body whose pieces can be read once only."
+        once = iter([memoryview(data)])
+        return type('OnePass', (), {'__len__': lambda self: len(data),
                 '__iter__': lambda self: once})()
-        stored, = client.upload('ct.dcm', body)
-        self.addCleanup(client.delete_study, stored.study_id)
-        self.assertEqual(stored.status, 'Success')
-        self.assertEqual(client.request_count, 3)
 
     def test_streamed_uploads(self):
         """A view is sent without a copy and a gzip'ed file as it inflates,

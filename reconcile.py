@@ -85,10 +85,7 @@ def check_streamed_patient(reference, patient):
     whose identity they were given (the form changed after sending)."""
     UploadFile = Pool().get('gnuhealth.imaging_orthanc.upload_file')
     expected = identity_of(patient).patient_id if patient else None
-    given = {f.puid or None for f in UploadFile.search([
-                ('reference', '=', reference),
-                ('create_uid', '=', Transaction().user),
-                ])}
+    given = UploadFile.given_puids(reference)
     if given != {expected}:
         raise OrthancUploadError(gettext(
                 'health_orthanc.msg_reconcile_stream_patient',
@@ -114,6 +111,19 @@ class UploadFile(metaclass=PoolMeta):
 
     puid = fields.Char('Given PUID',
         help="The PUID the objects were given as they streamed")
+
+    @classmethod
+    def given_puids(cls, reference):
+        """The PUIDs (None for none) the current user's files posted under
+        reference were given: one grouped query, not thousands of
+        records."""
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        cursor.execute(*table.select(table.puid,
+                where=(table.reference == reference)
+                & (table.create_uid == Transaction().user),
+                group_by=[table.puid]))
+        return {puid or None for puid, in cursor}
 
 
 class Study(metaclass=PoolMeta):

@@ -246,11 +246,25 @@ async function streamFolder(page, form, folder, onRequest, batchFiles = 2) {
             await route.continue();
         });
     }
-    const bar = widget.locator('.dicom-progress .progress-bar');
-    const percents = new Set();
-    const watch = setInterval(() => bar.getAttribute('aria-valuenow',
-        {timeout: 1000}).then(v => v && percents.add(Number(v)),
-        () => {}), 50);
+    // Every value the bar takes, recorded by the page as it changes (a
+    // poll from here can miss a short upload's intermediate values).
+    await widget.evaluate(node => {
+        node.percents = [];
+        const record = () => {
+            const bar = node.querySelector('.dicom-progress .progress-bar');
+            const value = bar && bar.getAttribute('aria-valuenow');
+            if (value) {
+                node.percents.push(Number(value));
+            }
+        };
+        node.percentWatch = new MutationObserver(record);
+        node.percentWatch.observe(node, {subtree: true, childList: true,
+            attributes: true, attributeFilter: ['aria-valuenow']});
+    });
+    const recorded = () => widget.evaluate(node => {
+        node.percentWatch.disconnect();
+        return node.percents;
+    });
     await widget.locator('input.dicom-folder').setInputFiles(folder);
     // SAO gives the widget's grid cell the same class: the widget itself
     // is the element with data-stream.
@@ -259,13 +273,12 @@ async function streamFolder(page, form, folder, onRequest, batchFiles = 2) {
     const deadline = Date.now() + TIMEOUT * 4;
     while (!await ended.count()) {
         if (Date.now() > deadline) {
-            clearInterval(watch);
             throw new Failure('the widget did not finish streaming: ' +
                 await widget.locator('.dicom-progress-text').innerText());
         }
         await page.waitForTimeout(200);
     }
-    clearInterval(watch);
+    const percents = new Set(await recorded());
     if (onRequest) {
         await page.unroute('**/health_orthanc/upload?**');
     }

@@ -165,11 +165,18 @@ def render_route(file_name, report):
     if report.get('loadavg'):
         lines += ['', 'Load average during the run: %s.'
             % report['loadavg']]
-    if report.get('figures'):
-        lines += ['', 'Posting alone (without the wizard) ÷ the fastest '
-            'floor: %s.' % '; '.join('%s %s' % (key.replace(
-                            '_post_vs_floor', ''), number(value))
-                for key, value in report['figures'].items())]
+    figures = report.get('figures') or {}
+    for suffix, text in [
+            ('_post_vs_floor', 'Posting alone (without the wizard) ÷ the '
+                'fastest floor'),
+            ('_fastest_vs_fastest_floor', 'Fastest run ÷ fastest floor '
+                'run (the noise only adds time)')]:
+        found = [(key[:-len(suffix)], value)
+            for key, value in figures.items() if key.endswith(suffix)]
+        if found:
+            lines += ['', '%s: %s.' % (text, '; '.join('%s %s' % (
+                                name, number(value))
+                        for name, value in found))]
     return lines + ['', targets_line('`%s`' % file_name,
             report['targets'])]
 

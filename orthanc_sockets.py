@@ -32,10 +32,9 @@ import urllib.parse
 MAX_LINE = 65536  # bytes of the status line or of one header line
 MAX_HEADERS = 100
 # Seconds a kept-alive socket may wait for its next request.  Orthanc
-# closes a connection idle for its KeepAliveTimeout (1 s, the least it
-# can be set to; 1.10 has it fixed): a socket reused at that moment
-# would be closed under a request whose body, streamed, cannot be sent
-# again.
+# closes a connection idle for about a second (fixed in 1.10, the default
+# KeepAliveTimeout later): a socket reused at that moment would be closed
+# under a request whose body, streamed, cannot be sent again.
 MAX_IDLE = 0.5
 
 

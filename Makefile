@@ -98,7 +98,7 @@ bench: deps postgres
 	$(PY) $(ROOT)/benchmarks/sync.py --db postgresql --archive \
 	    > $(RESULTS)/sync-postgresql.json.new
 	mv $(RESULTS)/sync-postgresql.json.new $(RESULTS)/sync-postgresql.json
-	$(PY) $(ROOT)/benchmarks/upload.py --issue14 --repeat 3 --rpc --rpc-mb 200 \
+	$(PY) $(ROOT)/benchmarks/upload.py --issue14 --repeat 5 --rpc --rpc-mb 200 \
 	    > $(RESULTS)/upload-issue14.json.new
 	mv $(RESULTS)/upload-issue14.json.new $(RESULTS)/upload-issue14.json
 	$(PY) $(ROOT)/benchmarks/viewer_access.py \

@@ -296,11 +296,11 @@ def route_figures(report):
     figures = {name + '_post_vs_floor': round(
             report[name]['post_seconds'] / floor, 3)
         for name in ROUTE_SCENARIOS}
-    fastest_floor = min((min(report[name].get('runs_seconds') or [0])
-            for name in FLOORS if name in report), default=0)
-    if fastest_floor:
+    floor_runs = [seconds for name in FLOORS if name in report
+        for seconds in report[name].get('runs_seconds', [])]
+    if floor_runs:
         figures.update({name + '_fastest_vs_fastest_floor': round(
-                    min(report[name]['runs_seconds']) / fastest_floor, 3)
+                    min(report[name]['runs_seconds']) / min(floor_runs), 3)
                 for name in ROUTE_SCENARIOS
                 if report[name].get('runs_seconds')})
     return figures

@@ -155,7 +155,7 @@ class Output:
 # Lines that say what failed (pytest's short summary, the browser and GTK
 # scripts' FAILED lines), printed again above the closing lines: a CI log
 # shown by its tail still names the cause.
-FAILURE_LINE = re.compile(r'^(FAILED|ERROR) |FAILED[ :]|\bnot ok\b')
+FAILURE_LINE = re.compile(r'^ERROR |FAILED[ :]|\bnot ok\b')
 FAILURE_LINES = []
 
 

@@ -25,6 +25,7 @@ role, server, one commit of the outcomes) is shared by the files of a
 request, which is why the widget sends several at once.
 """
 import http.client
+import io
 import json
 import logging
 import mmap
@@ -38,7 +39,7 @@ from trytond.protocols.wrappers import (
     Response, abort, set_max_request_size, with_pool)
 from trytond.transaction import Transaction, without_check_access
 from trytond.wsgi import app
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from . import (
     bulk, import_files, limits, orthanc, reconcile, roles, upload,
@@ -82,19 +83,20 @@ class UploadFile(ModelSQL):
         cls._order = [('id', 'ASC')]
 
     @classmethod
-    @without_check_access
     def outcomes(cls, reference):
         """orthanc.UploadedFile of each file the current user posted under
         reference, in the order they were posted."""
-        # Read as values: thousands of records would cost more than the
-        # query.
-        rows = cls.search_read([
-                ('reference', '=', reference),
-                ('create_uid', '=', Transaction().user),
-                ], fields_names=['name', 'status', 'orthanc_id', 'study_id',
-                'reason'])
-        return [orthanc.UploadedFile(r['name'], r['status'], r['orthanc_id'],
-                r['study_id'], r['reason']) for r in rows]
+        # One plain query: a CD's thousands of rows through search_read
+        # cost the wizard more than the query.  The rows are the user's
+        # own (create_uid); nobody else reads this model.
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        cursor.execute(*table.select(table.name, table.status,
+                table.orthanc_id, table.study_id, table.reason,
+                where=(table.reference == reference)
+                & (table.create_uid == Transaction().user),
+                order_by=[table.id.asc]))
+        return [orthanc.UploadedFile(*row) for row in cursor]
 
 
 def read_head(stream, length):
@@ -261,22 +263,48 @@ def _check_sizes(parts, largest_file):
 
 
 class _Part:
-    "read() of one file of the body: never past its end."
+    """read() of one file of the body: never past its end.
+
+    On the server's own input (body()), readinto() gives what has arrived
+    (readinto1) instead of waiting for a whole piece: Orthanc receives a
+    file while the client is still sending it, not after.  A body that
+    ends early raises ClientDisconnected, as werkzeug's request.stream."""
 
     def __init__(self, stream, size):
         self._stream = stream
+        self._readinto = getattr(stream, 'readinto1', None) or getattr(
+            stream, 'readinto', None)
         self.remaining = size
 
     def read(self, size):
         piece = self._stream.read(min(size, self.remaining))
-        self.remaining -= len(piece)
-        return piece
+        return self._count(piece, len(piece), size)
 
     def readinto(self, view):
-        count = import_files.read_into(self._stream,
-            view[:min(len(view), self.remaining)])
+        view = view[:min(len(view), self.remaining)]
+        if self._readinto is None:
+            count = import_files.read_into(self._stream, view)
+        else:
+            count = self._readinto(view)
+        return self._count(count, count, len(view))
+
+    def _count(self, result, count, asked):
+        if not count and asked and self.remaining:
+            raise ClientDisconnected()
         self.remaining -= count
-        return count
+        return result
+
+
+def body(request):
+    """The request's body for _Part: the server's own buffered input when
+    it has one (werkzeug's server, which trytond runs), else
+    request.stream.  The input is read no further than Content-Length:
+    the files' sizes add up to it (_parts)."""
+    raw = request.environ.get('wsgi.input')
+    if (isinstance(raw, io.BufferedReader)
+            and not request.environ.get('wsgi.input_terminated')):
+        return raw
+    return request.stream
 
 
 def _server(pool, request):
@@ -333,6 +361,12 @@ def _send(server, client, parts, stream, identity):
         except upload.OrthancUploadError as exc:
             return files, _error(http.client.REQUEST_ENTITY_TOO_LARGE,
                 exc.message)
+        except ClientDisconnected as exc:
+            # The files before it are in Orthanc: their outcomes are kept
+            # for the wizard (the widget may post the rest again).
+            logger.info("Streamed upload to %s: the client left during %s",
+                server.label, name)
+            return files, exc
         # What a file's reader left (a file not sent) is not the next's.
         drain(part, part.remaining)
     return files, None
@@ -374,7 +408,7 @@ def upload_route(request, pool):
         _check_sizes(parts, upload_limits.inflated_file)
         server, client, identity = _server(pool, request)
         transaction.commit()
-        files, failure = _send(server, client, parts, request.stream,
+        files, failure = _send(server, client, parts, body(request),
             identity)
         _record(pool, server, reference, files, identity)
         transaction.commit()

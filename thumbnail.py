@@ -15,7 +15,7 @@ from sql import Literal
 
 from trytond.model import Index, ModelView, fields
 from trytond.pool import Pool, PoolMeta
-from trytond.tools import grouped_slice
+from trytond.tools import grouped_slice, reduce_ids
 from trytond.transaction import Transaction, without_check_access
 
 from . import orthanc
@@ -147,8 +147,7 @@ def representative_instances(studies):
         if (row['modality'] or '').upper() not in NO_PICTURE:
             first.setdefault(row['study'], row['id'])
     instances = {}
-    for row in Instance.search_read([('series', 'in', list(first.values()))],
-            fields_names=['series', 'instance_number', 'orthanc_UID']):
+    for row in instance_rows(Instance, list(first.values())):
         instances.setdefault(row['series'], []).append(row)
     result = {}
     for study_id, series_id in first.items():
@@ -156,6 +155,21 @@ def representative_instances(studies):
         if rows:
             result[study_id] = rows[len(rows) // 2]['orthanc_UID']
     return result
+
+
+def instance_rows(Instance, series_ids):
+    """id, series, instance_number and orthanc_UID of the instances of
+    series_ids: plain queries (a series may hold thousands, read after
+    every upload and sync)."""
+    table = Instance.__table__()
+    cursor = Transaction().connection.cursor()
+    for sub_ids in grouped_slice(series_ids):
+        cursor.execute(*table.select(table.id, table.series,
+                table.instance_number, table.orthanc_UID,
+                where=reduce_ids(table.series, sub_ids)))
+        for id_, series, number, orthanc_uid in cursor:
+            yield {'id': id_, 'series': series, 'instance_number': number,
+                'orthanc_UID': orthanc_uid}
 
 
 def series_order(row):

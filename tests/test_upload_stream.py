@@ -4,6 +4,7 @@ HTTP POST per file to a running trytond with a user's session, then the
 upload wizard over JSON-RPC with the upload reference in the field.
 Real Orthanc, real trytond on the suite's backend.
 """
+import socket
 import struct
 import unittest
 import uuid
@@ -165,6 +166,31 @@ class StreamedUploadTest(rpc.RPCTestCase):
             sizes=[10, 10])
         self.assertEqual(answer.status_code, 400)
         self.assertEqual(len(self.orthanc_instances()), 2)
+
+    def test_client_leaves_during_a_file(self):
+        """A body that ends in its second file: the first is stored and
+        its outcome kept for the wizard, the second is not stored."""
+        first, second = dicom.study(n_series=1, n_instances=2)
+        reference = uuid.uuid4().hex
+        url = httpx.URL(self.route, params={'server': self.server_id,
+                'upload': reference, 'name': ['1.dcm', '2.dcm'],
+                'size': [len(first), len(second)]})
+        head = ('POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\n'
+            'Content-Type: application/octet-stream\r\n'
+            'Content-Length: %d\r\n\r\n' % (url.raw_path.decode(),
+                url.netloc.decode(),
+                self.sessions['radiographer'].authorization,
+                len(first) + len(second))).encode()
+        with socket.create_connection((url.host, url.port), timeout=60) as sock:
+            sock.sendall(head + first + second[:len(second) // 2])
+            sock.shutdown(socket.SHUT_WR)
+            answer = b''
+            while piece := sock.recv(65536):
+                answer += piece
+        self.assertTrue(answer.startswith(b'HTTP/1.1 400'), answer[:100])
+        self.assertEqual(len(self.orthanc_instances()), 1)
+        result = self.run_upload_wizard('radiographer', reference)
+        self.assertEqual(result['stored'], 1)
 
     def test_ended_session_refused(self):
         "A session ended by logout is refused from the next file on."

@@ -24,6 +24,7 @@ per-file result as for the JSON-RPC path.  The per-request work (session,
 role, server, one commit of the outcomes) is shared by the files of a
 request, which is why the widget sends several at once.
 """
+import contextlib
 import http.client
 import io
 import json
@@ -277,15 +278,18 @@ class _Part:
         self.remaining = size
 
     def read(self, size):
-        piece = self._stream.read(min(size, self.remaining))
+        size = min(max(size, 0), self.remaining)
+        with _client_errors():
+            piece = self._stream.read(size)
         return self._count(piece, len(piece), size)
 
     def readinto(self, view):
         view = view[:min(len(view), self.remaining)]
-        if self._readinto is None:
-            count = import_files.read_into(self._stream, view)
-        else:
-            count = self._readinto(view)
+        with _client_errors():
+            if self._readinto is None:
+                count = import_files.read_into(self._stream, view)
+            else:
+                count = self._readinto(view)
         return self._count(count, count, len(view))
 
     def _count(self, result, count, asked):
@@ -293,6 +297,17 @@ class _Part:
             raise ClientDisconnected()
         self.remaining -= count
         return result
+
+
+@contextlib.contextmanager
+def _client_errors():
+    """The client's socket failing (reset, TLS, timeout) as werkzeug's
+    request.stream reports it: ClientDisconnected, never an OSError that
+    the Orthanc side would take for its own."""
+    try:
+        yield
+    except (OSError, ValueError) as exc:
+        raise ClientDisconnected() from exc
 
 
 def body(request):
@@ -349,6 +364,8 @@ def _send(server, client, parts, stream, identity):
         part = _Part(stream, size)
         try:
             files.extend(forward(client, name, part, size, identity))
+            # What a file's reader left (a file not sent) is not the next's.
+            drain(part, part.remaining)
         except orthanc.OrthancError as exc:
             logger.warning("Streamed upload to %s stopped at %s: %s",
                 server.label, name, exc)
@@ -367,8 +384,6 @@ def _send(server, client, parts, stream, identity):
             logger.info("Streamed upload to %s: the client left during %s",
                 server.label, name)
             return files, exc
-        # What a file's reader left (a file not sent) is not the next's.
-        drain(part, part.remaining)
     return files, None
 
 

@@ -6,6 +6,7 @@ Real Orthanc, real trytond on the suite's backend.
 """
 import socket
 import struct
+import time
 import unittest
 import uuid
 
@@ -21,6 +22,17 @@ PREFIX = b'HOSTREAM:'
 # trytond may grow by this much beyond the largest file while streaming
 # (the issue's target: 64 MB + 2 x the largest file).
 FIXED_GROWTH = 64_000_000
+
+
+def wait_until(condition, seconds=60):
+    "condition()'s first true value, polled; AssertionError after seconds."
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError('still false after %d s' % seconds)
 
 
 def large_image(size):
@@ -167,11 +179,10 @@ class StreamedUploadTest(rpc.RPCTestCase):
         self.assertEqual(answer.status_code, 400)
         self.assertEqual(len(self.orthanc_instances()), 2)
 
-    def test_client_leaves_during_a_file(self):
-        """A body that ends in its second file: the first is stored and
-        its outcome kept for the wizard, the second is not stored."""
+    def send_two_files_cut_in_the_second(self, reference):
+        """POST two files on a raw socket, the body cut in the middle of
+        the second: (the socket, still open, the two files)."""
         first, second = dicom.study(n_series=1, n_instances=2)
-        reference = uuid.uuid4().hex
         url = httpx.URL(self.route, params={'server': self.server_id,
                 'upload': reference, 'name': ['1.dcm', '2.dcm'],
                 'size': [len(first), len(second)]})
@@ -181,8 +192,15 @@ class StreamedUploadTest(rpc.RPCTestCase):
                 url.netloc.decode(),
                 self.sessions['radiographer'].authorization,
                 len(first) + len(second))).encode()
-        with socket.create_connection((url.host, url.port), timeout=60) as sock:
-            sock.sendall(head + first + second[:len(second) // 2])
+        sock = socket.create_connection((url.host, url.port), timeout=60)
+        sock.sendall(head + first + second[:len(second) // 2])
+        return sock
+
+    def test_client_leaves_during_a_file(self):
+        """A body that ends in its second file: the first is stored and
+        its outcome kept for the wizard, the second is not stored."""
+        reference = uuid.uuid4().hex
+        with self.send_two_files_cut_in_the_second(reference) as sock:
             sock.shutdown(socket.SHUT_WR)
             answer = b''
             while piece := sock.recv(65536):
@@ -191,6 +209,30 @@ class StreamedUploadTest(rpc.RPCTestCase):
         self.assertEqual(len(self.orthanc_instances()), 1)
         result = self.run_upload_wizard('radiographer', reference)
         self.assertEqual(result['stored'], 1)
+
+    def test_client_connection_reset_during_a_file(self):
+        """A client whose connection is reset in the middle of a file: the
+        route does not take it for Orthanc failing (no "upload stopped"
+        warning), the first file's outcome is kept."""
+        reference = uuid.uuid4().hex
+        with self.send_two_files_cut_in_the_second(reference) as sock:
+            wait_until(lambda: len(self.orthanc_instances()) == 1)
+            # Closed with an RST instead of a FIN.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                struct.pack('ii', 1, 0))
+        result = wait_until(lambda: self.wizard_or_none(reference))
+        self.assertEqual(result['stored'], 1)
+        self.assertEqual(len(self.orthanc_instances()), 1)
+        with open(self.server.log, encoding='utf-8',
+                errors='replace') as log:
+            self.assertNotIn('stopped at 2.dcm', log.read())
+
+    def wizard_or_none(self, reference):
+        "The wizard's result, None while the route has not recorded."
+        try:
+            return self.run_upload_wizard('radiographer', reference)
+        except rpc.RPCError:
+            return None
 
     def test_ended_session_refused(self):
         "A session ended by logout is refused from the next file on."

@@ -85,17 +85,34 @@
     var STREAMING = {in_flight: 2, batch_files: 64, batch_bytes: 32e6};
 
     // The files (their sizes) cut into batches: lists of indexes, in order.
+    // A batch holds at most 1/in_flight of the files and bytes left, so
+    // that the last batches get smaller and the requests in flight end
+    // together (a last large batch would keep one request alone at the
+    // end, Orthanc half idle).
     function batches(sizes, limits) {
         var result = [], batch = [], bytes = 0;
+        var left_files = sizes.length;
+        var left_bytes = sizes.reduce((sum, size) => sum + size, 0);
+        var most_files, most_bytes;
+        var limit = () => {
+            most_files = Math.min(limits.batch_files,
+                Math.ceil(left_files / limits.in_flight));
+            most_bytes = Math.min(limits.batch_bytes,
+                left_bytes / limits.in_flight);
+        };
+        limit();
         sizes.forEach((size, i) => {
-            if (batch.length && ((batch.length >= limits.batch_files) ||
-                (bytes + size > limits.batch_bytes))) {
+            if (batch.length && ((batch.length >= most_files) ||
+                (bytes + size > most_bytes))) {
                 result.push(batch);
                 batch = [];
                 bytes = 0;
+                limit();
             }
             batch.push(i);
             bytes += size;
+            left_files -= 1;
+            left_bytes -= size;
         });
         if (batch.length) {
             result.push(batch);

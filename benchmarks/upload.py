@@ -56,6 +56,7 @@ import base64
 import contextlib
 import functools
 import json
+import math
 import os
 import shutil
 import sys
@@ -488,16 +489,26 @@ BATCH_BYTES = 32e6
 
 
 def batches(files):
-    "The files cut into requests as the widget cuts them."
+    """The files cut into requests as the widget cuts them (custom.js
+    batches): each at most 1/IN_FLIGHT of the files and bytes left."""
+    sizes = [os.path.getsize(path) for path in files]
+    left_files, left_bytes = len(files), sum(sizes)
+
+    def limits():
+        return (min(BATCH_FILES, math.ceil(left_files / IN_FLIGHT)),
+            min(BATCH_BYTES, left_bytes / IN_FLIGHT))
     result, batch, size = [], [], 0
-    for path in files:
-        length = os.path.getsize(path)
-        if batch and (len(batch) >= BATCH_FILES
-                or size + length > BATCH_BYTES):
+    most_files, most_bytes = limits()
+    for path, length in zip(files, sizes):
+        if batch and (len(batch) >= most_files
+                or size + length > most_bytes):
             result.append(batch)
             batch, size = [], 0
+            most_files, most_bytes = limits()
         batch.append(path)
         size += length
+        left_files -= 1
+        left_bytes -= length
     return result + ([batch] if batch else [])
 
 

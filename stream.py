@@ -273,30 +273,29 @@ class _Part:
 
     def __init__(self, stream, size):
         self._stream = stream
-        self._readinto = getattr(stream, 'readinto1', None) or getattr(
-            stream, 'readinto', None)
+        self._readinto1 = getattr(stream, 'readinto1', None)
         self.remaining = size
 
     def read(self, size):
         size = min(max(size, 0), self.remaining)
         with _client_errors():
             piece = self._stream.read(size)
-        return self._count(piece, len(piece), size)
+        self._advance(len(piece), size)
+        return piece
 
     def readinto(self, view):
         view = view[:min(len(view), self.remaining)]
         with _client_errors():
-            if self._readinto is None:
-                count = import_files.read_into(self._stream, view)
-            else:
-                count = self._readinto(view)
-        return self._count(count, count, len(view))
+            count = (self._readinto1(view) if self._readinto1
+                else import_files.read_into(self._stream, view))
+        self._advance(count, len(view))
+        return count
 
-    def _count(self, result, count, asked):
-        if not count and asked and self.remaining:
+    def _advance(self, count, asked):
+        "count bytes read of asked (never more than remaining)."
+        if asked and not count:
             raise ClientDisconnected()
         self.remaining -= count
-        return result
 
 
 @contextlib.contextmanager

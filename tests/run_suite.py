@@ -202,8 +202,10 @@ def count(summary, returncode):
     return passed, failed
 
 
-# Each browser test counts as one test.
-BROWSER_TESTS = ['browser_run.py', 'browser_viewer_run.py']
+# Each browser script: its own 'browser: N passed, N failed' line, or one
+# test judged by its exit code.
+BROWSER_TESTS = ['browser_unit_run.py', 'browser_run.py',
+    'browser_viewer_run.py']
 # trytond's DB_CACHE file of the module activated on SQLite (tests/stack.py
 # copies it for the browser and GTK tests).
 CACHED_SQLITE_VARIABLE = 'HEALTH_ORTHANC_CACHED_SQLITE'

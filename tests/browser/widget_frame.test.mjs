@@ -53,6 +53,31 @@ test('unframe and summary', () => {
     assert.equal(summary(1, 306), '1 file, 0.00 MB');
 });
 
+test('batches: every file once, in order; the last ones get smaller', () => {
+    const helpers = loadHelpers();
+    // Arrays of custom.js's own context, as arrays of this one.
+    const batches = (...args) => JSON.parse(
+        JSON.stringify(helpers.batches(...args)));
+    const streaming = {...helpers.streaming};
+    const limits = {in_flight: 2, batch_files: 64, batch_bytes: 1e12};
+    const cut = batches(new Array(200).fill(10), limits);
+    // At most half of the files and bytes left, so that the two requests
+    // in flight end together.
+    assert.deepEqual(cut.map(b => b.length),
+        [64, 64, 36, 18, 9, 4, 2, 1, 1, 1]);
+    assert.deepEqual(cut.flat(), [...Array(200).keys()]);
+    // Bytes: never over the limit (nor half of what is left), but a file
+    // larger than that goes alone.
+    const sizes = [5, 5, 5, 5, 100, 5, 5, 5];
+    const bytes = batches(sizes, {in_flight: 2, batch_files: 64,
+        batch_bytes: 12});
+    assert.deepEqual(bytes, [[0, 1], [2, 3], [4], [5], [6], [7]]);
+    assert.deepEqual(batches([], limits), []);
+    // The widget's own settings: the route's per-request limits.
+    assert.deepEqual(streaming, {in_flight: 2, batch_files: 64,
+        batch_bytes: 32e6});
+});
+
 // --- the widget in SAO, in chromium -------------------------------------
 const ORIGIN = 'http://sao.invalid';
 const PAGE = `<!DOCTYPE html><html><head><meta charset="utf-8">
